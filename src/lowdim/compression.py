@@ -1,0 +1,228 @@
+"""Compressed deep factorizations: the two compression methods of the papers and the narrow baseline.
+
+All three return a :class:`~lowdim.DeepFactorization`, so the same training loop, operators and
+measurements apply to every model.
+
+* :func:`invariant_subspace_compression` — seed 003 Sec. 2.3 (and Sec. 3 eq. 11 for completion),
+  seed 004 Sec. 4.1, seed 001 eq. 5: from the full-width initialization Θ(0) and the loss, build
+  the bases ``V_{1,1}`` and ``U_{L,1}`` of the invariant subspace and the ``2r × 2r`` cores
+  ``W̃_l(0) = ε_l I``; the model is ``U_{L,1} W̃_L ⋯ W̃_1 V_{1,1}ᵀ`` with learning-rate multipliers
+  ``[γ, 1, …, 1, γ]`` (γ = 0 freezes the bases, as Prop. 2.2 of seed 003 assumes).
+* :func:`spectral_compression` — Algorithm 1 of seed 000 (C-DLN): outer factors ``ε U_r̂`` and
+  ``ε V_r̂ᵀ`` from the top-r̂ singular vectors of the surrogate ``A†(y)``, middle factors ``ε I``,
+  learning-rate ratio α on the outer factors.
+* :func:`narrow_factorization` — a width-r̂ factorization with small random initialization, the
+  baseline both papers compare against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .factorization import DeepFactorization
+from .operators import MeasurementOperator
+
+
+def _check_rank(rank: int, dims: Sequence[int], factor: int, what: str) -> int:
+    if int(rank) != rank or rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+    d = min(dims)
+    if d - factor * rank <= 0:
+        raise ValueError(
+            f"{what} needs d - {factor}r > 0 for the narrowest dimension d = {d}; got r = {rank} "
+            f"(d - {factor}r = {d - factor * rank}). Use a smaller rank (at most {(d - 1) // factor})."
+        )
+    return int(rank)
+
+
+def _qr_positive(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thin QR with a non-negative diagonal of R (unique, and ``Q = A/ε`` when ``AᵀA = ε²I``)."""
+    q, r = torch.linalg.qr(a)
+    signs = torch.sign(torch.diagonal(r))
+    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+    return q * signs, r * signs[:, None]
+
+
+def input_basis(model: DeepFactorization, operator: MeasurementOperator, rank: int) -> torch.Tensor:
+    """``V_{1,1}``: an orthonormal basis (``n × 2r``) of ``S^⊥``, ``S = N(G_1) ∩ N(G_1ᵀ W_1(0))``.
+
+    ``G_1 = ∇_{W_1} ℓ(Θ(0))`` (seed 003 Sec. 2.3). ``S^⊥ = range(G_1ᵀ) + range(W_1(0)ᵀ G_1)``; we
+    take the top-``r`` directions of each of the two blocks separately and orthonormalize them
+    together. (Stacking both blocks and keeping the top ``2r`` directions fails for completion: the
+    second block is ε times smaller and noise directions win.) For deep matrix factorization both
+    blocks lie exactly in the invariant subspace of Theorem 2.1, because the remaining part of
+    ``G_1ᵀG_1`` is a multiple of the identity.
+    """
+    operator.check_model(model)
+    w = [torch.nn.Parameter(f.detach().clone()) for f in model.factors]
+    probe = DeepFactorization.from_factors(w, share=True)
+    (g1,) = torch.autograd.grad(operator.loss(probe), w[0])
+    w1 = w[0].detach()
+    _, _, vh = torch.linalg.svd(g1, full_matrices=False)
+    u2, _, _ = torch.linalg.svd(w1.T @ g1, full_matrices=False)
+    basis, _ = _qr_positive(torch.cat([vh[:rank].T, u2[:, :rank]], dim=1))
+    return basis
+
+
+def invariant_subspace_compression(
+    model: DeepFactorization,
+    operator: MeasurementOperator,
+    rank: int,
+    *,
+    gamma: float = 0.0,
+) -> DeepFactorization:
+    r"""Compress a full-width factorization at initialization onto its invariant subspace.
+
+    Implements the recipe of seed 003 Sec. 2.3 (with the discrepant bases of Sec. 3, eq. 11):
+
+    .. math::
+
+        V_{1,1} = \operatorname{orth}\,S^\perp,\quad U_{l,1} = W_l(0) V_{l,1} / ε_l,\quad
+        V_{l+1,1} = U_{l,1},\qquad
+        f_C = U_{L,1}\, \widetilde W_L \cdots \widetilde W_1\, V_{1,1}^\top,\quad
+        \widetilde W_l(0) = ε_l I_{2r}.
+
+    ``U_{l,1}`` is computed as the Q factor of ``W_l(0) V_{l,1}`` and ``W̃_l(0) = U_{l,1}ᵀ W_l(0) V_{l,1}``,
+    which is exactly the formula above for ε-orthogonal square factors and stays well defined for
+    rectangular ones (then it is the best approximation of ``W_l(0)`` on the subspace).
+
+    Parameters
+    ----------
+    model : DeepFactorization
+        The full-width factorization *at initialization* (typically ``init="orthogonal"``).
+    operator : MeasurementOperator
+        Defines the loss whose gradient at Θ(0) gives the subspace.
+    rank : int
+        ``r``: the compressed width is ``2r``; needs ``d − 2r > 0`` for every width ``d``.
+    gamma : float, default=0.0
+        Learning-rate ratio γ of the bases ``U_{L,1}``, ``V_{1,1}`` (0 freezes them, which is what
+        Prop. 2.2 of seed 003 covers; completion needs γ > 0, seed 003 Fig. 5).
+
+    Returns
+    -------
+    DeepFactorization
+        Depth ``L + 2``: factors ``[V_{1,1}ᵀ, W̃_1, …, W̃_L, U_{L,1}]`` with multipliers
+        ``[γ, 1, …, 1, γ]``; it trains ``4L r²`` numbers when γ = 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from lowdim import DeepFactorization, FullObservation, invariant_subspace_compression
+    >>> from lowdim.datasets import low_rank_matrix
+    >>> phi = low_rank_matrix(20, 20, rank=2, random_state=0)
+    >>> full = DeepFactorization([20, 20, 20, 20], scale=1e-2, random_state=0)
+    >>> small = invariant_subspace_compression(full, FullObservation(phi), rank=2)
+    >>> small.dims
+    [20, 4, 4, 4, 4, 20]
+    """
+    if not isinstance(model, DeepFactorization):
+        raise TypeError(f"model must be a DeepFactorization, got {type(model).__name__}")
+    rank = _check_rank(rank, model.dims, 2, "invariant-subspace compression")
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    v11 = input_basis(model, operator, rank)
+    v, cores = v11, []
+    for w in model.factors:
+        v, core = _qr_positive(w.detach() @ v)
+        cores.append(core)
+    return DeepFactorization.from_factors(
+        [v11.T, *cores, v], lr_multipliers=[gamma] + [1.0] * len(cores) + [gamma]
+    )
+
+
+def invariant_bases(
+    model: DeepFactorization, operator: MeasurementOperator, rank: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Complete orthogonal bases ``(U_l, V_l)`` of Theorem 2.1 (seed 003) for a square model.
+
+    ``V_1 = [V_{1,1}, V_{1,2}]`` with ``V_{1,2}`` the orthogonal complement, ``U_l = W_l(0)V_l/ε_l``
+    and ``V_{l+1} = U_l``. The invariant parts are the trailing ``d − 2r`` columns. Requires
+    ε-orthogonal square factors (seed 003 eq. 3).
+    """
+    dims = model.dims
+    if len(set(dims)) != 1:
+        raise ValueError(f"complete invariant bases need a square model, got dims {dims}")
+    rank = _check_rank(rank, dims, 2, "the invariant subspace decomposition")
+    v11 = input_basis(model, operator, rank)
+    q, _ = torch.linalg.qr(v11, mode="complete")
+    v = torch.cat([v11, q[:, 2 * rank :]], dim=1)
+    us, vs = [], []
+    for w in model.factors:
+        w0 = w.detach()
+        eps = float(torch.linalg.matrix_norm(w0, ord=2))
+        u = w0 @ v / eps
+        us.append(u)
+        vs.append(v)
+        v = u
+    return us, vs
+
+
+def spectral_compression(
+    operator: MeasurementOperator,
+    rank: int,
+    depth: int,
+    *,
+    scale: float = 1e-3,
+    alpha: float = 1.0,
+) -> DeepFactorization:
+    r"""C-DLN of seed 000 Algorithm 1: spectral initialization from the surrogate ``A†(y)``.
+
+    ``W̃_L(0) = ε U_r̂``, ``W̃_1(0) = ε V_r̂ᵀ`` (top-r̂ singular vectors of the surrogate, eq. 6),
+    ``W̃_l(0) = ε I_r̂`` for ``2 ≤ l ≤ L−1``; the outer factors train at ``α η``.
+
+    Parameters
+    ----------
+    operator : MeasurementOperator
+        Gives the surrogate (``Ω⊙Φ/p`` for completion, ``(1/M) Σ y_i A_i`` for sensing).
+    rank : int
+        ``r̂ ≥ rank(M*)``; must satisfy ``r̂ < min(m, n)``.
+    depth : int
+        ``L ≥ 2``.
+    scale : float, default=1e-3
+        ε > 0.
+    alpha : float, default=1.0
+        Learning-rate ratio of the outer factors (> 0).
+
+    Returns
+    -------
+    DeepFactorization
+        Dims ``[n, r̂, …, r̂, m]`` with multipliers ``[α, 1, …, 1, α]``.
+    """
+    if int(depth) != depth or depth < 2:
+        raise ValueError(f"spectral compression needs depth >= 2 (two outer factors), got {depth}")
+    rank = _check_rank(rank, operator.shape, 1, "spectral compression")
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    if not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    u, _, vh = operator.top_singular(rank)
+    eye = torch.eye(rank, dtype=u.dtype, device=u.device)
+    factors = [scale * vh] + [scale * eye for _ in range(depth - 2)] + [scale * u]
+    return DeepFactorization.from_factors(
+        factors, lr_multipliers=[alpha] + [1.0] * (depth - 2) + [alpha]
+    )
+
+
+def narrow_factorization(
+    shape: tuple[int, int],
+    rank: int,
+    depth: int,
+    *,
+    scale: float = 1e-3,
+    init: str = "normal",
+    random_state: int | torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> DeepFactorization:
+    """A width-``rank`` factorization ``[n, r̂, …, r̂, m]`` with small random initialization.
+
+    The baseline of seed 003 App. D.1 / seed 000 Sec. 4.1 ("randomly initialized factorization of
+    similar width").
+    """
+    m, n = shape
+    if int(depth) != depth or depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    rank = _check_rank(rank, shape, 1, "a narrow factorization") if depth > 1 else rank
+    dims = [n] + [rank] * (depth - 1) + [m]
+    return DeepFactorization(dims, init=init, scale=scale, random_state=random_state, dtype=dtype)
