@@ -86,7 +86,9 @@ def top_singular_subspace(matrix: torch.Tensor, rank: int, side: str = "left") -
 def subspace_distance(basis_a: torch.Tensor, basis_b: torch.Tensor) -> float:
     """``r − ‖U_aᵀ U_b‖_F²`` for orthonormal ``n × r`` bases (seed 000 eq. 14); 0 iff equal spans."""
     if basis_a.shape != basis_b.shape:
-        raise ValueError(f"bases must have the same shape, got {tuple(basis_a.shape)}, {tuple(basis_b.shape)}")
+        raise ValueError(
+            f"bases must have the same shape, got {tuple(basis_a.shape)}, {tuple(basis_b.shape)}"
+        )
     return float(basis_a.shape[1] - torch.linalg.matrix_norm(basis_a.T @ basis_b) ** 2)
 
 
@@ -105,7 +107,9 @@ def trajectory_pca(trajectory: Sequence[torch.Tensor | np.ndarray], components: 
     numpy.ndarray
         Shape ``(len(trajectory), components)``: coordinates of each iterate.
     """
-    x = np.stack([np.asarray(torch.as_tensor(t).detach().cpu(), dtype=np.float64).ravel() for t in trajectory])
+    x = np.stack(
+        [np.asarray(torch.as_tensor(t).detach().cpu(), dtype=np.float64).ravel() for t in trajectory]
+    )
     x = x - x.mean(axis=0)
     # Left singular vectors of the (T × mn) data matrix via the small T × T Gram matrix.
     u, s, _ = np.linalg.svd(x @ x.T)
