@@ -1,0 +1,45 @@
+"""Deep LoRA: compressed deep low-rank adapters for PyTorch / Hugging Face models (seed 003, Sec. 4).
+
+Quick start::
+
+    from lowdim.lora import DeepLoRAConfig, prepare_model, compress_deep_lora, param_groups
+    cfg = DeepLoRAConfig(rank=8, modules_to_save=("classifier",))
+    prepare_model(model, cfg)                               # inject + freeze
+    compress_deep_lora(model, lambda m: loss_on(m, batch))  # one batch's gradient (Sec. 4.1)
+    opt = torch.optim.AdamW(param_groups(model, lr=1e-2, gamma=cfg.gamma))
+
+See ``docs/deep_lora.md``.
+"""
+
+from .compression import CompressionReport, compress_deep_lora
+from .config import BERT_TARGETS, AdapterConfig, DeepLoRAConfig, LoRAConfig
+from .inject import (
+    adapter_layers,
+    freeze_for_adapters,
+    inject_adapters,
+    match_modules,
+    param_groups,
+    prepare_model,
+    trainable_parameter_names,
+)
+from .layers import AdapterLayer, DeepLoRALinear, LoRALinear, numerical_rank
+
+__all__ = [
+    "AdapterConfig",
+    "AdapterLayer",
+    "BERT_TARGETS",
+    "CompressionReport",
+    "DeepLoRAConfig",
+    "DeepLoRALinear",
+    "LoRAConfig",
+    "LoRALinear",
+    "adapter_layers",
+    "compress_deep_lora",
+    "freeze_for_adapters",
+    "inject_adapters",
+    "match_modules",
+    "numerical_rank",
+    "param_groups",
+    "prepare_model",
+    "trainable_parameter_names",
+]

@@ -1,0 +1,160 @@
+"""Configuration dataclasses for LoRA and Deep LoRA adapters.
+
+Every field documents itself through ``dataclasses.fields(cls)[i].metadata["help"]``; the
+``lowdim finetune`` command line and :func:`lowdim.lora.io.save_adapter` both read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Attention and feed-forward linears of a BERT-style encoder (query/key/value, attention output,
+#: intermediate and output dense).  ``"output.dense"`` matches both ``attention.output.dense`` and
+#: the feed-forward ``output.dense`` by suffix.
+BERT_TARGETS: tuple[str, ...] = (
+    "query",
+    "key",
+    "value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class AdapterConfig:
+    """Fields shared by every adapter type.
+
+    Attributes
+    ----------
+    rank, target_modules, modules_to_save, dropout
+        See each field's ``metadata["help"]``.
+    """
+
+    rank: int = field(default=8, metadata=_help("Adapter rank r (width of the low-rank update)."))
+    target_modules: tuple[str, ...] | str = field(
+        default=BERT_TARGETS,
+        metadata=_help(
+            "Modules to adapt: a list of names, each matching a module whose qualified name equals "
+            "it or ends with '.'+name (PEFT convention), or one string taken as a regular "
+            "expression that must match the whole qualified name."
+        ),
+    )
+    modules_to_save: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "Modules (same matching rule) kept fully trainable and saved with the adapter, "
+            "e.g. a task head such as 'classifier'."
+        ),
+    )
+    dropout: float = field(
+        default=0.0, metadata=_help("Dropout probability on the adapter's input (0 disables).")
+    )
+
+    adapter_type = "base"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, list):
+            self.target_modules = tuple(self.target_modules)
+        self.modules_to_save = tuple(self.modules_to_save)
+        if not isinstance(self.rank, int) or self.rank < 1:
+            raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not self.target_modules:
+            raise ValueError("target_modules is empty: name at least one module to adapt")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dictionary, with the adapter type under ``"adapter_type"``."""
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        out["adapter_type"] = self.adapter_type
+        return out
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> AdapterConfig:
+        """Inverse of :meth:`to_dict` (dispatches on ``data["adapter_type"]``)."""
+        data = dict(data)
+        kind = data.pop("adapter_type", None)
+        classes = {c.adapter_type: c for c in (LoRAConfig, DeepLoRAConfig)}
+        if kind not in classes:
+            raise ValueError(f"unknown adapter_type {kind!r}; expected one of {sorted(classes)}")
+        cls = classes[kind]
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class LoRAConfig(AdapterConfig):
+    """Vanilla LoRA (Hu et al. 2021), the paper's baseline: ``W0 + (alpha/r) B A`` (seed 003, Sec. 4.1).
+
+    ``A`` is Gaussian with standard deviation 1 and ``B = 0`` at initialization (App. B).
+    """
+
+    alpha: float = field(default=8.0, metadata=_help("LoRA scale alpha; the update is (alpha/r)·B·A."))
+
+    adapter_type = "lora"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.alpha > 0:
+            raise ValueError(f"alpha must be positive, got {self.alpha!r}")
+
+
+@dataclass
+class DeepLoRAConfig(AdapterConfig):
+    """Deep LoRA (seed 003, Sec. 4.1, eq. 12): ``W0 + W^(L)···W^(1)`` trained in compressed form.
+
+    The compressed update is ``ΔW = U · W̃_L ··· W̃_1 · Vᵀ`` with outer bases ``U`` (d_out×r) and
+    ``Vᵀ`` (r×d_in) trained with learning rate ``gamma·η`` and r×r cores ``W̃_l`` (initialised to
+    ``init_scale·I``) trained with ``η`` (Sec. 3, eq. 11).
+    """
+
+    depth: int = field(default=3, metadata=_help("Depth L of the factorization ΔW = W^(L)···W^(1)."))
+    init_scale: float = field(
+        default=1e-3,
+        metadata=_help("Scale ε of the ε-orthogonal full-width initialization (eq. 3); cores start at ε·I."),
+    )
+    gamma: float = field(
+        default=1e-2,
+        metadata=_help(
+            "Discrepant learning-rate ratio γ of the outer bases U, V (lr γ·η; γ = 0 freezes them)."
+        ),
+    )
+    include_initial_delta: bool = field(
+        default=False,
+        metadata=_help(
+            "During compression, include the full-width ΔW(0) = ∏ε_l·P in the calibration forward "
+            "pass (exact paper construction; its effect is O(ε^L) and below float32 resolution)."
+        ),
+    )
+    seed: int = field(
+        default=0, metadata=_help("Seed of the implicit full-width orthogonal initialization.")
+    )
+
+    adapter_type = "deep_lora"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.depth, int) or self.depth < 2:
+            raise ValueError(f"depth must be an integer >= 2 for Deep LoRA, got {self.depth!r}")
+        if not self.init_scale > 0:
+            raise ValueError(f"init_scale must be positive, got {self.init_scale!r}")
+        if not self.gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, got {self.gamma!r}")
+        if self.rank < 2:
+            raise ValueError(
+                "Deep LoRA needs rank >= 2: half of the r outer directions come from each of the two "
+                "gradient blocks of the compression (Sec. 2.3)"
+            )
