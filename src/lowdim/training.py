@@ -205,7 +205,7 @@ def train(
         while True:
             opt.zero_grad(set_to_none=True)
             loss_t = inner_op.loss(inner_model)
-            loss = float(loss_t) + const
+            loss = float(loss_t.detach()) + const
             if not math.isfinite(loss):
                 raise DivergenceError(
                     f"the loss became non-finite at iteration {it} with step size lr={lr:g}; "
