@@ -79,11 +79,43 @@ def _chunks(n: int, k: int):
         yield s, min(n, s + step)
 
 
+class _Pattern:
+    """CSR/CSC index structure of Ω (rows sorted), reused by every backward pass.
+
+    The gradients ``∇_A = R B`` and ``∇_B = Rᵀ A`` of the observed-entry loss are sparse-times-dense
+    products with the residual matrix ``R`` (|Ω| non-zeros); on the CPU they run as SciPy CSR
+    products (plain single-threaded C++, no MKL sparse threads), elsewhere as ``index_add_``.
+    """
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]) -> None:
+        m, n = shape
+        r = rows.cpu().numpy()
+        c = cols.cpu().numpy()
+        self.shape = (m, n)
+        self.row_sorted = bool(np.all(r[1:] >= r[:-1])) if r.size > 1 else True
+        by_col = np.lexsort((r, c))
+        self.perm_c = torch.as_tensor(by_col)
+        self.indptr_r = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=m))]).astype(np.int64)
+        self.indices_r = c.astype(np.int32 if n < 2**31 else np.int64)
+        self.indptr_c = np.concatenate([[0], np.cumsum(np.bincount(c, minlength=n))]).astype(np.int64)
+        self.indices_c = r[by_col].astype(np.int32 if m < 2**31 else np.int64)
+
+    def matmul(self, data: torch.Tensor, dense: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """``R @ dense`` (``transpose=False``) or ``Rᵀ @ dense`` with ``R``'s values ``data``."""
+        m, n = self.shape
+        if transpose:
+            d = data[self.perm_c].numpy()
+            mat = scipy.sparse.csr_matrix((d, self.indices_c, self.indptr_c), shape=(n, m))
+        else:
+            mat = scipy.sparse.csr_matrix((data.numpy(), self.indices_r, self.indptr_r), shape=(m, n))
+        return torch.from_numpy(np.asarray(mat @ dense.detach().numpy()))
+
+
 class _ObservedLoss(torch.autograd.Function):
-    """``½ w Σ_ω (⟨A[i_ω], Bt[j_ω]⟩ − y_ω)²`` with hand-written, chunked gather/index_add_ gradients."""
+    """``½ w Σ_ω (⟨A[i_ω], Bt[j_ω]⟩ − y_ω)²`` with hand-written, chunked gradients."""
 
     @staticmethod
-    def forward(ctx, a, bt, rows, cols, values, weight):  # noqa: D401
+    def forward(ctx, a, bt, rows, cols, values, weight, pattern):  # noqa: D401
         n = values.numel()
         k = a.shape[1]
         res = torch.empty_like(values)
@@ -91,14 +123,22 @@ class _ObservedLoss(torch.autograd.Function):
             res[s:e] = (a[rows[s:e]] * bt[cols[s:e]]).sum(dim=1) - values[s:e]
         ctx.save_for_backward(a, bt, rows, cols, res)
         ctx.weight = weight
+        ctx.pattern = pattern
         return 0.5 * weight * torch.dot(res, res)
 
     @staticmethod
     def backward(ctx, grad):
         a, bt, rows, cols, res = ctx.saved_tensors
         scale = grad * ctx.weight
-        ga = torch.zeros_like(a) if ctx.needs_input_grad[0] else None
-        gb = torch.zeros_like(bt) if ctx.needs_input_grad[1] else None
+        pattern = ctx.pattern
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if pattern is not None and a.device.type == "cpu" and pattern.row_sorted:
+            data = res * scale
+            ga = pattern.matmul(data, bt, transpose=False).to(a.dtype) if need_a else None
+            gb = pattern.matmul(data, a, transpose=True).to(a.dtype) if need_b else None
+            return ga, gb, None, None, None, None, None
+        ga = torch.zeros_like(a) if need_a else None
+        gb = torch.zeros_like(bt) if need_b else None
         k = a.shape[1]
         for s, e in _chunks(res.numel(), k):
             r = (res[s:e] * scale).unsqueeze(1)
@@ -107,7 +147,7 @@ class _ObservedLoss(torch.autograd.Function):
                 ga.index_add_(0, rs, r * bt[cs])
             if gb is not None:
                 gb.index_add_(0, cs, r * a[rs])
-        return ga, gb, None, None, None, None
+        return ga, gb, None, None, None, None, None
 
 
 def observed_loss(
@@ -117,13 +157,16 @@ def observed_loss(
     cols: torch.Tensor,
     values: torch.Tensor,
     weight: float = 1.0,
+    pattern: _Pattern | None = None,
 ) -> torch.Tensor:
     """``½ · weight · Σ_ω ((left @ right)[i_ω, j_ω] − y_ω)²`` without forming ``left @ right``.
 
-    ``left`` is ``m × k`` and ``right`` is ``k × n``; differentiable in both (chunked
-    ``index_add_`` backward, no sparse-matrix kernels).
+    ``left`` is ``m × k`` and ``right`` is ``k × n``; differentiable in both. The backward pass uses
+    ``pattern`` (CSR products, CPU) when given, else chunked ``index_add_``.
     """
-    return _ObservedLoss.apply(left, right.T.contiguous(), rows, cols, values, float(weight))
+    return _ObservedLoss.apply(
+        left, right.T.contiguous(), rows, cols, values, float(weight), pattern
+    )
 
 
 def _model_ends(model: DeepFactorization) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,6 +201,9 @@ class SparseEntryObservation(EntryObservation):
         if not (weight > 0 and math.isfinite(weight)):
             raise ValueError(f"weight must be positive and finite, got {weight}")
         self.weight = float(weight)
+        order = torch.as_tensor(np.lexsort((self.cols.numpy(), self.rows.numpy())))
+        self.rows, self.cols, self.y = self.rows[order], self.cols[order], self.y[order]
+        self._pattern = _Pattern(self.rows, self.cols, self.shape)
         if device is not None:
             self.rows, self.cols, self.y = (
                 self.rows.to(device), self.cols.to(device), self.y.to(device)
@@ -169,12 +215,15 @@ class SparseEntryObservation(EntryObservation):
         new = cls.__new__(cls)
         new.rows, new.cols, new.y, new.shape = op.rows, op.cols, op.y, tuple(op.shape)
         new.weight = float(weight)
+        new._pattern = _Pattern(new.rows, new.cols, new.shape)
         return new
 
     def loss(self, model: DeepFactorization) -> torch.Tensor:
         self.check_model(model)
         left, right = _model_ends(model)
-        return observed_loss(left, right, self.rows, self.cols, self.y, self.weight)
+        return observed_loss(
+            left, right, self.rows, self.cols, self.y, self.weight, getattr(self, "_pattern", None)
+        )
 
     def predict(self, model: DeepFactorization) -> torch.Tensor:
         self.check_model(model)

@@ -1,0 +1,219 @@
+"""Input parsing and validation shared by the completion estimators.
+
+Accepted inputs of ``fit(X, y=None)``:
+
+* a ``scipy.sparse`` matrix — its *stored* entries are the observations (explicit zeros included;
+  call ``eliminate_zeros()`` first if zeros mean "missing"); positions are the indices;
+* a :class:`pandas.DataFrame` — three columns ``(row, column, value)`` (the first three, or the
+  columns named ``row``/``col``/``value``), or two columns ``(row, column)`` with ``y`` the values;
+  row and column *labels* may be any hashable values (user ids, strings) and are encoded;
+* index arrays — ``X`` of shape ``(N, 2)`` (integer positions ``(i, j)``) with ``y`` of shape
+  ``(N,)``, or ``X = (rows, cols)``; the matrix shape is ``shape=`` or ``(max i + 1, max j + 1)``;
+* a dense 2-D array with ``NaN`` for the missing entries (``y`` must be ``None``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse
+
+DUPLICATE_POLICIES = ("error", "mean", "last")
+
+
+@dataclass
+class Observations:
+    rows: np.ndarray  # int64 positions
+    cols: np.ndarray
+    values: np.ndarray  # float64
+    shape: tuple[int, int]
+    row_labels: pd.Index | None  # None: positions are the labels
+    col_labels: pd.Index | None
+
+
+def _finite(values: np.ndarray, what: str = "observed values") -> np.ndarray:
+    try:
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be numbers: {exc}") from exc
+    bad = ~np.isfinite(v)
+    if bad.any():
+        raise ValueError(
+            f"{what} contain {int(bad.sum())} non-finite value(s) (NaN or inf), first at position "
+            f"{int(np.flatnonzero(bad)[0])}; remove them (NaN marks a missing entry only in a "
+            "dense matrix)"
+        )
+    return v
+
+
+def _positions(idx, name: str) -> np.ndarray:
+    a = np.asarray(idx).reshape(-1)
+    if a.size and not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ValueError(f"{name} indices must be integers, got dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise ValueError(f"{name} indices must be whole numbers")
+        a = a.astype(np.int64)
+    a = a.astype(np.int64)
+    if a.size and a.min() < 0:
+        raise ValueError(
+            f"{name} indices must be non-negative (0-based positions), got {int(a.min())}; "
+            "pass a DataFrame to use arbitrary labels"
+        )
+    return a
+
+
+def _dedupe(rows, cols, values, n_cols: int, policy: str):
+    if policy not in DUPLICATE_POLICIES:
+        raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {policy!r}")
+    flat = rows.astype(np.int64) * int(n_cols) + cols
+    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    if uniq.size == flat.size:
+        return rows, cols, values
+    if policy == "error":
+        k = int(np.flatnonzero(counts > 1)[0])
+        raise ValueError(
+            f"{int((counts > 1).sum())} (row, column) pair(s) are observed more than once, e.g. "
+            f"({int(uniq[k] // n_cols)}, {int(uniq[k] % n_cols)}) in positions; set "
+            "duplicates='mean' (average them) or 'last' (keep the last one)"
+        )
+    if policy == "mean":
+        sums = np.bincount(inverse, weights=values, minlength=uniq.size)
+        vals = sums / counts
+    else:  # last occurrence wins
+        last = np.zeros(uniq.size, dtype=np.int64)
+        np.maximum.at(last, inverse, np.arange(flat.size))
+        vals = values[last]
+    return (uniq // n_cols).astype(np.int64), (uniq % n_cols).astype(np.int64), vals
+
+
+def parse_observations(X, y=None, shape=None, duplicates: str = "error") -> Observations:
+    """Normalize every accepted input form to positions, values and labels (see module docstring)."""
+    row_labels = col_labels = None
+    if X is None:
+        raise ValueError("X is None: give observed entries (sparse matrix, DataFrame, index arrays "
+                         "or a dense array with NaN)")
+    if scipy.sparse.issparse(X):
+        if y is not None:
+            raise ValueError("y must be None when X is a sparse matrix (its entries are the values)")
+        coo = scipy.sparse.coo_matrix(X)
+        rows, cols = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        values = _finite(coo.data)
+        m, n = coo.shape
+        if shape is not None and tuple(shape) != (m, n):
+            raise ValueError(f"shape={tuple(shape)} disagrees with the sparse matrix shape {(m, n)}")
+    elif isinstance(X, pd.DataFrame):
+        df = X
+        named = {"row", "col", "value"} <= set(map(str, df.columns))
+        if y is None:
+            if df.shape[1] < 3:
+                raise ValueError(
+                    f"a DataFrame needs three columns (row, column, value) or y; got {df.shape[1]}"
+                )
+            rc = df[["row", "col", "value"]] if named else df.iloc[:, :3]
+            r_lab, c_lab, values = rc.iloc[:, 0], rc.iloc[:, 1], _finite(rc.iloc[:, 2].to_numpy())
+        else:
+            if df.shape[1] < 2:
+                raise ValueError("a DataFrame X with y needs two columns (row, column)")
+            r_lab, c_lab = df.iloc[:, 0], df.iloc[:, 1]
+            values = _finite(np.asarray(y))
+            if values.size != len(df):
+                raise ValueError(f"X has {len(df)} rows but y has {values.size} values")
+        if len(df) == 0:
+            raise ValueError("no observed entries: the DataFrame is empty")
+        if r_lab.isna().any() or c_lab.isna().any():
+            raise ValueError("row/column labels contain missing values (NaN/None)")
+        row_labels = pd.Index(pd.unique(r_lab.to_numpy())).sort_values()
+        col_labels = pd.Index(pd.unique(c_lab.to_numpy())).sort_values()
+        rows = row_labels.get_indexer(r_lab.to_numpy()).astype(np.int64)
+        cols = col_labels.get_indexer(c_lab.to_numpy()).astype(np.int64)
+        m, n = len(row_labels), len(col_labels)
+        if shape is not None:
+            raise ValueError("shape= applies to index arrays only; DataFrame labels define the shape")
+    else:
+        if isinstance(X, tuple) and len(X) == 2:
+            rows, cols = _positions(X[0], "row"), _positions(X[1], "column")
+            if rows.size != cols.size:
+                raise ValueError(f"rows and cols differ in length: {rows.size} vs {cols.size}")
+            if y is None:
+                raise ValueError("index arrays (rows, cols) need the observed values y")
+            values = _finite(y)
+        else:
+            arr = np.asarray(X)
+            if arr.dtype == object:
+                raise ValueError("X must be numeric (or a DataFrame for labelled rows/columns)")
+            if arr.ndim != 2:
+                raise ValueError(
+                    f"X must be 2-D: an (N, 2) array of (row, col) indices with y, or a dense "
+                    f"matrix with NaN for missing entries; got shape {arr.shape}"
+                )
+            if y is None:  # dense with NaN
+                dense = arr.astype(np.float64)
+                if np.isinf(dense).any():
+                    raise ValueError("the dense matrix contains inf; only NaN may mark missing entries")
+                rows, cols = np.nonzero(~np.isnan(dense))
+                rows, cols = rows.astype(np.int64), cols.astype(np.int64)
+                values = dense[rows, cols]
+                m, n = dense.shape
+                if shape is not None and tuple(shape) != (m, n):
+                    raise ValueError(f"shape={tuple(shape)} disagrees with X.shape {(m, n)}")
+                shape = (m, n)
+            else:
+                if arr.shape[1] != 2:
+                    raise ValueError(
+                        f"with y, X must be an (N, 2) array of (row, col) indices; got {arr.shape}"
+                    )
+                rows, cols = _positions(arr[:, 0], "row"), _positions(arr[:, 1], "column")
+                values = _finite(y)
+        if values.size != rows.size:
+            raise ValueError(f"{rows.size} index pairs but {values.size} values")
+        if rows.size == 0:
+            raise ValueError("no observed entries (empty input)")
+        if shape is None:
+            m, n = int(rows.max()) + 1, int(cols.max()) + 1
+        else:
+            m, n = (int(s) for s in shape)
+            if rows.max() >= m or cols.max() >= n:
+                raise ValueError(
+                    f"index out of range for shape {(m, n)}: max row {int(rows.max())}, max column "
+                    f"{int(cols.max())}"
+                )
+    if rows.size == 0:
+        raise ValueError("no observed entries (empty input)")
+    rows, cols, values = _dedupe(rows, cols, values, n, duplicates)
+    if min(m, n) < 2:
+        raise ValueError(f"the matrix is {m}×{n}; completion needs at least 2 rows and 2 columns")
+    if np.unique(rows).size < 2 or np.unique(cols).size < 2:
+        raise ValueError(
+            "all observations lie in a single row or a single column; completion needs observed "
+            "entries in at least two rows and two columns"
+        )
+    return Observations(rows, cols, values, (int(m), int(n)), row_labels, col_labels)
+
+
+def parse_query(X, cols=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(row labels, column labels)`` from ``predict(X)``/``predict(rows, cols)`` arguments."""
+    if cols is not None:
+        r, c = np.asarray(X).reshape(-1), np.asarray(cols).reshape(-1)
+    elif isinstance(X, pd.DataFrame):
+        if X.shape[1] < 2:
+            raise ValueError("predict needs (row, column) pairs: a DataFrame with two columns")
+        if {"row", "col"} <= set(map(str, X.columns)):
+            r, c = X["row"].to_numpy(), X["col"].to_numpy()
+        else:
+            r, c = X.iloc[:, 0].to_numpy(), X.iloc[:, 1].to_numpy()
+    elif isinstance(X, tuple) and len(X) == 2:
+        r, c = np.asarray(X[0]).reshape(-1), np.asarray(X[1]).reshape(-1)
+    else:
+        arr = np.asarray(X)
+        if arr.ndim != 2 or arr.shape[1] < 2:
+            raise ValueError(
+                f"predict needs (row, column) pairs: rows and cols arrays, an (N, 2) array or a "
+                f"DataFrame; got shape {arr.shape}"
+            )
+        r, c = arr[:, 0], arr[:, 1]
+    if r.size != c.size:
+        raise ValueError(f"rows and cols differ in length: {r.size} vs {c.size}")
+    return r, c

@@ -1,0 +1,659 @@
+"""``DeepMatrixCompletion``: a scikit-learn estimator for deep (compressed) matrix completion.
+
+It fits ``Ŷ = b + s · W_{L:1}`` to the observed entries of a partially observed matrix, where
+``W_{L:1}`` is a deep factorization trained by full-batch gradient descent from small
+initialization (seed 003 Sec. 3, seed 004 Sec. 4.1, seed 000 Sec. 4.1):
+
+``method="compressed"`` (default)
+    invariant-subspace compression of a virtual full-width depth-``L`` factorization
+    (seed 003 Sec. 2.3 / eq. 11): width ``2·rank``, bases trained at ``γη`` (``outer_ratio``).
+    Built from the observed entries only (:func:`~lowdim.completion.sparse.implicit_invariant_compression`).
+``method="spectral"``
+    C-DLN (seed 000 Algorithm 1): width ``rank``, outer factors from the top singular vectors of the
+    surrogate ``Ω⊙Y/p``, trained at ``αη`` (``outer_ratio``).
+``method="full"``
+    the full-width factorization itself (dims ``[n, d, …, d, m]``, ``d = max(m, n)``) — small
+    problems only, as the reference the compressed model follows.
+``method="narrow"``
+    width ``2·rank`` with small random (Gaussian) initialization (seed 003 App. D.1 baseline).
+
+Data normalization (why the defaults work on any rating scale)
+--------------------------------------------------------------
+1. Optional bias terms ``b_ij = μ + a_i + c_j`` (``bias=``) are fitted first by regularized
+   alternating means (the "baseline predictors" of Koren 2008) and subtracted.
+2. The residual values are divided by ``s = σ_max(P_Ω(Y − b)) / p`` with ``p = |Ω| / (m n)``, so the
+   surrogate ``Ω⊙Y/p`` of the normalized data has largest singular value 1 — the scale the
+   papers' synthetic problems have up to a constant. The discrepant ratio that reproduces the
+   full-width dynamics grows like ``scale^(2/3)`` (γ = 0.01 at ``σ_max ≈ 63`` in seed 003 is
+   γ ≈ 0.15 at ``σ_max = 1``), so fixing the scale fixes good defaults.
+3. The loss is ``(1/p) · ½ Σ_Ω (W_ij − Y'_ij)²``: with the ``1/p`` weight, the step size no longer
+   depends on the observed fraction (``learning_rate = 0.5`` here is ``η = 2.5`` of the summed loss
+   at ``p = 0.2``).
+
+Predictions are mapped back: ``Ŷ_ij = b_ij + s · W_ij``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from lowdim.completion import DeepMatrixCompletion
+>>> from lowdim.datasets import completion_problem
+>>> pb = completion_problem(60, 80, rank=2, fraction=0.4, random_state=0)
+>>> est = DeepMatrixCompletion(rank=4, random_state=0).fit((pb.rows, pb.cols), pb.values)
+>>> est.predict(pb.rows[:3], pb.cols[:3]).shape
+(3,)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse
+import scipy.sparse.linalg
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from ..compression import narrow_factorization, spectral_compression
+from ..factorization import DeepFactorization
+from ..training import History
+from ._data import Observations, parse_observations, parse_query
+from .sparse import (
+    SparseEntryObservation,
+    TrainState,
+    entries_chunked,
+    implicit_invariant_compression,
+    train_sparse,
+)
+
+__all__ = ["CompletionEstimator", "DeepMatrixCompletion", "METHODS", "BIASES"]
+
+METHODS = ("compressed", "spectral", "full", "narrow")
+BIASES = ("none", "global", "row", "col", "both")
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: Default (learning rate, outer ratio) per method, in the normalized units of the module docstring.
+DEFAULTS = {
+    "compressed": (0.5, 0.15),
+    "spectral": (0.2, 5.0),
+    "full": (0.5, 1.0),
+    "narrow": (0.5, 1.0),
+}
+_FULL_WIDTH_LIMIT = 60_000_000  # L·d² numbers: beyond this "full" refuses (use "compressed")
+_CKPT_NAME = "checkpoint.safetensors"
+
+
+def _top_sigma(rows, cols, values, shape) -> float:
+    mat = scipy.sparse.csr_matrix((values, (rows, cols)), shape=shape)
+    if min(shape) <= 3 or shape[0] * shape[1] <= 40_000:
+        return float(np.linalg.norm(mat.toarray(), 2))
+    v0 = np.random.default_rng(0).standard_normal(min(shape))
+    s = scipy.sparse.linalg.svds(mat, k=1, v0=v0, return_singular_vectors=False, tol=1e-6)
+    return float(s[0])
+
+
+def fit_biases(rows, cols, values, shape, kind: str, reg: float, sweeps: int = 10):
+    """Regularized baseline predictors ``μ + a_i + c_j`` (alternating ridge means)."""
+    m, n = shape
+    mu = float(values.mean()) if kind != "none" else 0.0
+    a, c = np.zeros(m), np.zeros(n)
+    if kind in ("row", "col", "both"):
+        cnt_r = np.bincount(rows, minlength=m)
+        cnt_c = np.bincount(cols, minlength=n)
+        for _ in range(sweeps if kind == "both" else 1):
+            if kind in ("row", "both"):
+                a = np.bincount(rows, weights=values - mu - c[cols], minlength=m) / (cnt_r + reg)
+            if kind in ("col", "both"):
+                c = np.bincount(cols, weights=values - mu - a[rows], minlength=n) / (cnt_c + reg)
+    return mu, a, c
+
+
+class CompletionEstimator(BaseEstimator, RegressorMixin):
+    """Shared input handling, normalization, prediction and scoring of lowdim's completers.
+
+    Subclasses implement ``_fit_normalized(obs, values, val)`` (values already normalized) and
+    ``_predict_normalized(rows, cols)`` / ``_low_rank_factors()``.
+    """
+
+    # --------------------------------------------------------------------------- preparation
+    def _prepare(self, X, y, shape):
+        if self.bias not in BIASES:
+            raise ValueError(f"bias must be one of {BIASES}, got {self.bias!r}")
+        if self.unknown not in ("error", "fallback"):
+            raise ValueError(f"unknown must be 'error' or 'fallback', got {self.unknown!r}")
+        obs = parse_observations(X, y, shape=shape, duplicates=self.duplicates)
+        rng = np.random.default_rng(self.random_state)
+        val_idx = None
+        vf = getattr(self, "validation_fraction", None)
+        if vf is not None:
+            if not (isinstance(vf, (float, int)) and 0 < vf < 1):
+                raise ValueError(f"validation_fraction must be in (0, 1) or None, got {vf!r}")
+            n_val = int(round(vf * obs.values.size))
+            if n_val < 1 or n_val >= obs.values.size:
+                raise ValueError(
+                    f"validation_fraction={vf} leaves {n_val} validation and "
+                    f"{obs.values.size - n_val} training entries; need at least one of each"
+                )
+            perm = rng.permutation(obs.values.size)
+            val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        else:
+            tr_idx = np.arange(obs.values.size)
+        r, c, v = obs.rows[tr_idx], obs.cols[tr_idx], obs.values[tr_idx]
+        self.shape_ = obs.shape
+        self.row_labels_, self.col_labels_ = obs.row_labels, obs.col_labels
+        self.global_mean_ = float(v.mean())
+        self.bias_mean_, self.row_bias_, self.col_bias_ = fit_biases(
+            r, c, v, obs.shape, self.bias, float(self.bias_reg)
+        )
+        resid = v - self._bias_at(r, c)
+        p = v.size / (obs.shape[0] * obs.shape[1])
+        sigma = _top_sigma(r, c, resid, obs.shape) / p
+        self.scale_ = sigma if sigma > 0 else 1.0
+        self.observed_fraction_ = p
+        train = (r, c, resid / self.scale_)
+        val = None
+        if val_idx is not None:
+            val = (obs.rows[val_idx], obs.cols[val_idx], obs.values[val_idx])
+        return obs, train, val
+
+    def _bias_at(self, r, c) -> np.ndarray:
+        return self.bias_mean_ + self.row_bias_[r] + self.col_bias_[c]
+
+    # --------------------------------------------------------------------------- prediction
+    def _check_fitted(self):
+        if not hasattr(self, "scale_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
+
+    def _encode(self, labels, index: pd.Index | None, size: int, what: str):
+        if index is None:
+            arr = np.asarray(labels)
+            if arr.size and not np.issubdtype(arr.dtype, np.number):
+                raise ValueError(
+                    f"{what} indices must be integers (the model was fitted on positions); got "
+                    f"dtype {arr.dtype}"
+                )
+            pos = arr.astype(np.float64)
+            ok = np.isfinite(pos) & (pos >= 0) & (pos < size) & (pos == np.round(pos))
+            pos = np.where(ok, pos, -1).astype(np.int64)
+        else:
+            pos = index.get_indexer(np.asarray(labels, dtype=object if index.dtype == object else None))
+            ok = pos >= 0
+        if not ok.all() and self.unknown == "error":
+            bad = np.asarray(labels)[~ok][:5].tolist()
+            raise ValueError(
+                f"{int((~ok).sum())} {what} label(s) were not seen in fit (e.g. {bad}) or are out "
+                f"of range [0, {size}); set unknown='fallback' to predict them from the mean and "
+                "bias terms"
+            )
+        return pos, ok
+
+    def predict(self, X, cols=None) -> np.ndarray:
+        """Predicted values at ``(row, column)`` pairs.
+
+        ``predict(rows, cols)``, ``predict((rows, cols))``, ``predict(array of shape (N, 2))`` or
+        ``predict(DataFrame)`` (columns ``row``/``col`` or the first two). Labels are those of
+        ``fit`` (positions for array inputs). Unseen labels raise ``ValueError`` unless
+        ``unknown="fallback"``: then the low-rank term (and the bias of the unseen side) is 0 and the
+        prediction is the global mean plus the known bias.
+        """
+        self._check_fitted()
+        r_lab, c_lab = parse_query(X, cols)
+        m, n = self.shape_
+        r, rok = self._encode(r_lab, self.row_labels_, m, "row")
+        c, cok = self._encode(c_lab, self.col_labels_, n, "column")
+        both = rok & cok
+        out = np.empty(r.size, dtype=np.float64)
+        if both.any():
+            rr, cc = r[both], c[both]
+            out[both] = self._bias_at(rr, cc) + self.scale_ * self._predict_normalized(rr, cc)
+        if (~both).any():
+            base = self.bias_mean_ if self.bias != "none" else self.global_mean_
+            rb = np.where(rok, self.row_bias_[np.clip(r, 0, None)], 0.0)
+            cb = np.where(cok, self.col_bias_[np.clip(c, 0, None)], 0.0)
+            out[~both] = (base + rb + cb)[~both]
+        return out
+
+    def rmse(self, X, y=None, cols=None) -> float:
+        """Root-mean-square error of :meth:`predict` against the observed values (same inputs as fit)."""
+        r, c, v = self._query_values(X, y)
+        return float(np.sqrt(np.mean((self.predict(r, c) - v) ** 2)))
+
+    def mae(self, X, y=None) -> float:
+        """Mean absolute error (same inputs as :meth:`rmse`)."""
+        r, c, v = self._query_values(X, y)
+        return float(np.mean(np.abs(self.predict(r, c) - v)))
+
+    def score(self, X, y=None, sample_weight=None) -> float:
+        """**Negative** RMSE, so that greater is better (scikit-learn's model-selection convention;
+        :meth:`rmse` gives the RMSE itself)."""
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported")
+        return -self.rmse(X, y)
+
+    def _query_values(self, X, y):
+        self._check_fitted()
+        if isinstance(X, pd.DataFrame) and y is None:
+            if {"row", "col", "value"} <= set(map(str, X.columns)):
+                return X["row"].to_numpy(), X["col"].to_numpy(), X["value"].to_numpy(float)
+            if X.shape[1] < 3:
+                raise ValueError("scoring needs (row, column, value) triples or y")
+            return X.iloc[:, 0].to_numpy(), X.iloc[:, 1].to_numpy(), X.iloc[:, 2].to_numpy(float)
+        if scipy.sparse.issparse(X) or (y is None and np.asarray(X).ndim == 2 and not isinstance(X, tuple)):
+            obs = parse_observations(X, None, duplicates="last") if y is None else None
+            if obs is not None:
+                return obs.rows, obs.cols, obs.values
+        r, c = parse_query(X)
+        v = np.asarray(y, dtype=np.float64).reshape(-1)
+        if v.size != r.size:
+            raise ValueError(f"{r.size} (row, column) pairs but {v.size} values")
+        return r, c, v
+
+    def complete(self, max_entries: int = 50_000_000) -> np.ndarray:
+        """The dense completed ``m × n`` matrix (positions order), if it has at most ``max_entries``.
+
+        Raises ``MemoryError`` with the size otherwise: use :meth:`predict` on the entries you need.
+        """
+        self._check_fitted()
+        m, n = self.shape_
+        if m * n > max_entries:
+            raise MemoryError(
+                f"the completed matrix has {m}×{n} = {m * n:,} entries (> max_entries="
+                f"{max_entries:,}, {8 * m * n / 2**30:.1f} GiB as float64); use predict(rows, cols) "
+                "for the entries you need, or raise max_entries"
+            )
+        left, right = self._low_rank_factors()
+        dense = self.scale_ * (left @ right)
+        dense += self.bias_mean_ + self.row_bias_[:, None] + self.col_bias_[None, :]
+        return dense
+
+    def _predict_normalized(self, rows, cols) -> np.ndarray:
+        left, right = self._low_rank_factors()
+        return np.einsum("ij,ji->i", left[rows], right[:, cols])
+
+
+class DeepMatrixCompletion(CompletionEstimator):
+    """Deep matrix completion by (compressed) deep factorizations, scikit-learn style.
+
+    Parameters
+    ----------
+    rank : int, default=10
+        Rank upper bound ``r̂`` (may over-estimate the true rank: depth keeps it from overfitting,
+        seed 003 Fig. 2). Width ``2·rank`` for ``"compressed"``/``"narrow"``, ``rank`` for
+        ``"spectral"``; ``"compressed"`` needs ``min(m, n) > 2·rank``.
+    depth : int, default=3
+        Depth ``L`` of the (full-width) factorization.
+    method : {"compressed", "spectral", "full", "narrow"}, default="compressed"
+        See the module docstring.
+    init_scale : float, default=1e-3
+        Initialization scale ε.
+    learning_rate : float, optional
+        Step size η in normalized units (module docstring). Default per method: 0.5 (compressed,
+        full, narrow), 0.2 (spectral).
+    outer_ratio : float, optional
+        γ (compressed: learning-rate ratio of the bases, default 0.15; 0 freezes them) or α
+        (spectral: ratio of the outer factors, default 5).
+    max_iter : int, default=5000
+        Iteration cap (total, including resumed iterations).
+    tol : float, default=1e-10
+        Stop when the training loss is at most ``tol`` × its value at zero.
+    max_time : float, optional
+        Wall-time budget of one ``fit`` call, in seconds.
+    weight_decay, momentum : float, default=0
+        λ and heavy-ball momentum of the GD update.
+    bias : {"none", "global", "row", "col", "both"}, default="none"
+        Bias terms fitted before the low-rank part (module docstring). ``"both"`` suits ratings.
+    bias_reg : float, default=10
+        Ridge regularization of the row/column biases (in numbers of pseudo-observations).
+    validation_fraction : float, optional
+        Hold out this fraction of the observed entries; evaluate their RMSE every ``eval_every``
+        iterations, stop after ``n_iter_no_change`` evaluations without improvement and keep the
+        best iterate (early stopping).
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in evaluations.
+    eval_every : int, default=10
+        Record the history (and evaluate the validation set) every this many iterations.
+    duplicates : {"error", "mean", "last"}, default="error"
+        What to do with repeated ``(row, column)`` pairs.
+    unknown : {"error", "fallback"}, default="error"
+        What :meth:`predict` does with rows/columns not seen in ``fit``.
+    dtype : {"float64", "float32"}, default="float64"
+    device : str, default="cpu"
+    checkpoint_dir : str, optional
+        Folder for a resumable checkpoint (one ``safetensors`` file with a JSON header, written
+        atomically every ``checkpoint_every`` iterations and at the end). If it holds a checkpoint
+        of the same data and hyperparameters, ``fit`` resumes from it and reaches the same result.
+    checkpoint_every : int, default=500
+    random_state : int, optional
+        Seeds the virtual initialization, the narrow initialization and the validation split.
+    verbose : bool, default=False
+        Show a progress bar.
+
+    Attributes
+    ----------
+    model_ : DeepFactorization
+        The trained factorization (normalized units).
+    history_ : lowdim.training.History
+        Training loss (normalized units) and seconds at recorded iterations.
+    validation_rmse_ : list of float
+        Validation RMSE at recorded iterations (with ``validation_fraction``).
+    best_iteration_, n_iter_ : int
+    scale_, bias_mean_, row_bias_, col_bias_, global_mean_ : normalization (module docstring)
+    shape_ : (int, int); row_labels_, col_labels_ : pandas.Index or None
+    fit_seconds_ : float
+    """
+
+    def __init__(
+        self,
+        rank: int = 10,
+        depth: int = 3,
+        method: str = "compressed",
+        init_scale: float = 1e-3,
+        learning_rate: float | None = None,
+        outer_ratio: float | None = None,
+        max_iter: int = 5000,
+        tol: float = 1e-10,
+        max_time: float | None = None,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        bias: str = "none",
+        bias_reg: float = 10.0,
+        validation_fraction: float | None = None,
+        n_iter_no_change: int = 10,
+        eval_every: int = 10,
+        duplicates: str = "error",
+        unknown: str = "error",
+        dtype: str = "float64",
+        device: str = "cpu",
+        checkpoint_dir: str | None = None,
+        checkpoint_every: int = 500,
+        random_state: int | None = None,
+        verbose: bool = False,
+    ):
+        self.rank = rank
+        self.depth = depth
+        self.method = method
+        self.init_scale = init_scale
+        self.learning_rate = learning_rate
+        self.outer_ratio = outer_ratio
+        self.max_iter = max_iter
+        self.tol = tol
+        self.max_time = max_time
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.bias = bias
+        self.bias_reg = bias_reg
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.eval_every = eval_every
+        self.duplicates = duplicates
+        self.unknown = unknown
+        self.dtype = dtype
+        self.device = device
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # --------------------------------------------------------------------------- validation
+    def _check_params(self, shape):
+        m, n = shape
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if not isinstance(self.rank, (int, np.integer)) or self.rank < 1:
+            raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
+        if not isinstance(self.depth, (int, np.integer)) or self.depth < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {self.depth!r}")
+        if self.method == "spectral" and self.depth < 2:
+            raise ValueError("method='spectral' needs depth >= 2 (two outer factors)")
+        width = self.rank if self.method == "spectral" else 2 * self.rank
+        if self.method != "full" and min(m, n) - width <= 0:
+            need = "min(m, n) - 2·rank" if width == 2 * self.rank else "min(m, n) - rank"
+            raise ValueError(
+                f"rank={self.rank} is too large for a {m}×{n} matrix with method={self.method!r}: "
+                f"{need} = {min(m, n) - width} <= 0 (compression needs d - 2r > 0); use rank <= "
+                f"{(min(m, n) - 1) // (width // self.rank)}"
+            )
+        for name in ("init_scale",):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        lr, ratio = self._lr_ratio()
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"learning_rate must be a positive finite number, got {lr!r}")
+        if not (ratio >= 0 and math.isfinite(ratio)):
+            raise ValueError(f"outer_ratio must be a non-negative finite number, got {ratio!r}")
+        if self.method == "spectral" and ratio == 0:
+            raise ValueError("outer_ratio (α) must be positive for method='spectral'")
+        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
+            raise ValueError(f"max_iter must be a non-negative integer, got {self.max_iter!r}")
+        if not (self.tol >= 0):
+            raise ValueError(f"tol must be >= 0, got {self.tol!r}")
+        if self.max_time is not None and not self.max_time > 0:
+            raise ValueError(f"max_time must be positive or None, got {self.max_time!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {self.dtype!r}")
+        if self.eval_every < 1 or self.n_iter_no_change < 1 or self.checkpoint_every < 1:
+            raise ValueError("eval_every, n_iter_no_change and checkpoint_every must be >= 1")
+        if self.method == "full":
+            d = max(m, n)
+            if self.depth * d * d > _FULL_WIDTH_LIMIT:
+                raise ValueError(
+                    f"method='full' would train {self.depth}×{d}² = {self.depth * d * d:,} numbers; "
+                    "that is what compression avoids: use method='compressed'"
+                )
+
+    def _lr_ratio(self) -> tuple[float, float]:
+        lr0, ratio0 = DEFAULTS.get(self.method, (0.5, 1.0))
+        lr = lr0 if self.learning_rate is None else self.learning_rate
+        ratio = ratio0 if self.outer_ratio is None else self.outer_ratio
+        return float(lr), float(ratio)
+
+    # --------------------------------------------------------------------------- model building
+    def _build_model(self, op: SparseEntryObservation) -> DeepFactorization:
+        m, n = op.shape
+        dtype = _DTYPES[self.dtype]
+        _, ratio = self._lr_ratio()
+        seed = self.random_state
+        if self.method == "compressed":
+            model = implicit_invariant_compression(
+                op, self.rank, self.depth, scale=self.init_scale, gamma=ratio, random_state=seed,
+                dtype=dtype,
+            )
+        elif self.method == "spectral":
+            model = spectral_compression(
+                op, self.rank, self.depth, scale=self.init_scale, alpha=ratio
+            )
+        elif self.method == "full":
+            d = max(m, n)
+            model = DeepFactorization(
+                [n] + [d] * (self.depth - 1) + [m], scale=self.init_scale, random_state=seed,
+                dtype=dtype,
+            )
+        else:
+            model = narrow_factorization(
+                (m, n), 2 * self.rank, self.depth, scale=self.init_scale, random_state=seed,
+                dtype=dtype,
+            )
+        return model.to(dtype=dtype, device=self.device)
+
+    # --------------------------------------------------------------------------- fit
+    def fit(self, X, y=None, shape=None):
+        """Fit to the observed entries (see :mod:`lowdim.completion._data` for the input forms).
+
+        Parameters
+        ----------
+        X : scipy.sparse matrix, pandas.DataFrame, (N, 2) index array, (rows, cols) or dense array
+            The observed entries.
+        y : array-like, optional
+            Values, when ``X`` holds only indices.
+        shape : (int, int), optional
+            Matrix shape for index-array inputs (default: largest index + 1).
+
+        Returns
+        -------
+        self
+        """
+        t_start = time.perf_counter()
+        obs, (r, c, v), val = self._prepare(X, y, shape)
+        self._check_params(obs.shape)
+        dtype = _DTYPES[self.dtype]
+        op = SparseEntryObservation(
+            r, c, v, obs.shape, dtype=dtype, weight=1.0 / self.observed_fraction_, device=self.device
+        )
+        lr, _ = self._lr_ratio()
+        ckpt = Path(self.checkpoint_dir) / _CKPT_NAME if self.checkpoint_dir else None
+        fingerprint = self._fingerprint(obs)
+        state, history = TrainState(), History()
+        self.validation_rmse_, self.validation_iterations_ = [], []
+        best = {"rmse": math.inf, "iteration": 0, "factors": None, "bad": 0}
+        resumed = None
+        if ckpt is not None and ckpt.is_file():
+            resumed = self._load_checkpoint(ckpt, fingerprint)
+        if resumed is not None:
+            self.model_, state, history, best = resumed
+        else:
+            self.model_ = self._build_model(op)
+        model = self.model_
+
+        val_t = None
+        if val is not None:
+            vr, vc, vv = val
+            val_t = (torch.as_tensor(vr), torch.as_tensor(vc), vv, self._bias_at(vr, vc))
+
+        def callback(it, mdl, loss):
+            stop = False
+            if val_t is not None:
+                if not self.validation_iterations_ or self.validation_iterations_[-1] < it:
+                    with torch.no_grad():
+                        left, right = mdl.split()
+                        pred = entries_chunked(left, right, val_t[0], val_t[1]).double().cpu().numpy()
+                    rmse = float(np.sqrt(np.mean((val_t[3] + self.scale_ * pred - val_t[2]) ** 2)))
+                    self.validation_rmse_.append(rmse)
+                    self.validation_iterations_.append(it)
+                    if rmse < best["rmse"] - 1e-12:
+                        best.update(rmse=rmse, iteration=it, bad=0,
+                                    factors=[f.detach().clone() for f in mdl.factors])
+                    else:
+                        best["bad"] += 1
+                stop = best["bad"] >= self.n_iter_no_change
+            if ckpt is not None and it > 0 and it % self.checkpoint_every == 0:
+                self._save_checkpoint(ckpt, fingerprint, state, history, best)
+            return stop
+
+        self.history_ = train_sparse(
+            model, op, lr=lr, max_iter=int(self.max_iter), weight_decay=self.weight_decay,
+            momentum=self.momentum, tol=self.tol if self.tol > 0 else None,
+            max_time=self.max_time, eval_every=int(self.eval_every), callback=callback,
+            state=state, history=history, progress=bool(self.verbose),
+        )
+        if ckpt is not None:
+            self._save_checkpoint(ckpt, fingerprint, state, history, best)
+        self.n_iter_ = state.iteration
+        self.best_iteration_ = state.iteration
+        if val_t is not None and best["factors"] is not None:
+            with torch.no_grad():
+                for p, b in zip(model.factors, best["factors"]):
+                    p.copy_(b)
+            self.best_iteration_ = best["iteration"]
+        self._cache = None
+        self.fit_seconds_ = time.perf_counter() - t_start
+        return self
+
+    def _low_rank_factors(self):
+        if getattr(self, "_cache", None) is None:
+            with torch.no_grad():
+                left, right = self.model_.split()
+                self._cache = (left.double().cpu().numpy(), right.double().cpu().numpy())
+        return self._cache
+
+    def _predict_normalized(self, rows, cols):
+        left, right = self._low_rank_factors()
+        return np.einsum("ij,ij->i", left[rows], right.T[cols])
+
+    # --------------------------------------------------------------------------- checkpoints
+    _VOLATILE = ("max_iter", "max_time", "verbose", "checkpoint_dir", "checkpoint_every")
+
+    def _fingerprint(self, obs: Observations) -> str:
+        h = hashlib.sha256()
+        for a in (obs.rows, obs.cols, obs.values):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(repr(obs.shape).encode())
+        params = {k: v for k, v in self.get_params().items() if k not in self._VOLATILE}
+        h.update(json.dumps(params, sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
+    def _save_checkpoint(self, path: Path, fingerprint, state, history, best) -> None:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for i, f in enumerate(self.model_.factors):
+            tensors[f"factor.{i}"] = f.detach().cpu().contiguous()
+        for i, b in enumerate(state.buffers):
+            if b is not None:
+                tensors[f"buffer.{i}"] = b.detach().cpu().contiguous()
+        if best["factors"] is not None:
+            for i, f in enumerate(best["factors"]):
+                tensors[f"best.{i}"] = f.detach().cpu().contiguous()
+        meta = {
+            "format": "lowdim.completion.checkpoint/1",
+            "fingerprint": fingerprint,
+            "iteration": state.iteration,
+            "lr_multipliers": list(self.model_.lr_multipliers),
+            "n_buffers": len(state.buffers),
+            "history": history.as_dict(),
+            "best": {k: best[k] for k in ("rmse", "iteration", "bad")},
+            "validation_rmse": self.validation_rmse_,
+            "validation_iterations": self.validation_iterations_,
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"lowdim": json.dumps(meta, default=float)})
+            os.replace(tmp, path)  # atomic on POSIX: the old checkpoint or the new one, never half
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _load_checkpoint(self, path: Path, fingerprint):
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads(fh.metadata()["lowdim"])
+            if meta.get("fingerprint") != fingerprint:
+                raise ValueError(
+                    f"the checkpoint {path} was written for other data or hyperparameters; remove "
+                    "it or choose another checkpoint_dir"
+                )
+            keys = set(fh.keys())
+            nf = len(meta["lr_multipliers"])
+            factors = [fh.get_tensor(f"factor.{i}") for i in range(nf)]
+            buffers = [
+                fh.get_tensor(f"buffer.{i}") if f"buffer.{i}" in keys else None
+                for i in range(meta["n_buffers"])
+            ]
+            best_f = [fh.get_tensor(f"best.{i}") for i in range(nf)] if "best.0" in keys else None
+        model = DeepFactorization.from_factors(
+            [f.to(self.device) for f in factors], lr_multipliers=meta["lr_multipliers"]
+        )
+        state = TrainState(iteration=int(meta["iteration"]), buffers=[
+            b.to(self.device) if b is not None else None for b in buffers
+        ])
+        hd = meta["history"]
+        history = History(
+            iterations=list(hd["iterations"]), loss=list(hd["loss"]), error=list(hd["error"]),
+            seconds=list(hd["seconds"]), stop_reason=hd["stop_reason"],
+        )
+        best = dict(meta["best"])
+        best["rmse"] = float(best["rmse"])
+        best["factors"] = best_f
+        self.validation_rmse_ = list(meta["validation_rmse"])
+        self.validation_iterations_ = list(meta["validation_iterations"])
+        return model, state, history, best
