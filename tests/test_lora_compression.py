@@ -162,3 +162,22 @@ def test_compression_memory_is_thin():
         for perm, _, full, last in q._rounds
     )
     assert stored < 0.1 * 3 * 1536**2
+
+
+def test_compression_is_seeded_and_reads_config():
+    from lowdim.lora import DeepLoRAConfig, prepare_model
+
+    x = torch.randn(20, 10, dtype=torch.float64)
+    bases = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(0)
+        model = TwoLayer(10, 12, 4).double()
+        cfg = DeepLoRAConfig(rank=4, target_modules=("a",), seed=seed)
+        prepare_model(model, cfg)
+        report = compress_deep_lora(model, lambda m: m(x).pow(2).sum(), config=cfg)
+        assert report.layers == ["a"] and len(report.top_singular_values["a"]) == 2
+        bases.append(model.a.lora_left.detach().clone())
+    assert torch.equal(bases[0], bases[1])
+    assert not torch.allclose(bases[0], bases[2])
+    # only the adapter/head parameters are trainable and no gradient is left behind
+    assert all(p.grad is None for p in model.parameters())

@@ -408,8 +408,9 @@ def compress_deep_lora(
     model: nn.Module,
     loss_fn: Callable[[nn.Module], torch.Tensor],
     *,
-    seed: int = 0,
-    include_initial_delta: bool = False,
+    config=None,
+    seed: int | None = None,
+    include_initial_delta: bool | None = None,
     dtype: torch.dtype = torch.float64,
     inits: dict[str, object] | None = None,
 ) -> CompressionReport:
@@ -426,10 +427,13 @@ def compress_deep_lora(
         Model with Deep LoRA layers (see :func:`lowdim.lora.inject.inject_adapters`).
     loss_fn : callable
         ``loss_fn(model) -> scalar tensor`` evaluating the training loss on one batch.
-    seed : int
-        Seed of the implicit full-width initialization.
-    include_initial_delta : bool
-        Add ``ΔW(0) = ∏ε·P`` in the calibration forward (the exact construction; O(ε^L) effect).
+    config : DeepLoRAConfig, optional
+        Supplies the defaults of ``seed`` and ``include_initial_delta``.
+    seed : int, optional
+        Seed of the implicit full-width initialization (default ``config.seed`` or 0).
+    include_initial_delta : bool, optional
+        Add ``ΔW(0) = ∏ε·P`` in the calibration forward (the exact construction; O(ε^L) effect);
+        default ``config.include_initial_delta`` or False.
     dtype : torch.dtype
         Precision of the per-layer linear algebra.
     inits : dict, optional
@@ -440,6 +444,10 @@ def compress_deep_lora(
     CompressionReport
     """
     start = time.perf_counter()
+    if seed is None:
+        seed = getattr(config, "seed", 0)
+    if include_initial_delta is None:
+        include_initial_delta = bool(getattr(config, "include_initial_delta", False))
     layers = {n: m for n, m in model.named_modules() if isinstance(m, DeepLoRALinear)}
     if not layers:
         raise ValueError("model has no DeepLoRALinear layers to compress; inject adapters first")

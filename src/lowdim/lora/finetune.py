@@ -251,7 +251,7 @@ def run_one(
         prepare_model(model, dcfg)
         model.train()
         first = next(_batches(subset, tokenizer, cfg.batch_size, cfg.max_length, rng.permutation(n)))
-        report = compress_deep_lora(model, lambda m: _loss(m, first), seed=seed)
+        report = compress_deep_lora(model, lambda m: _loss(m, first), config=dcfg)
         compress_s = report.seconds
         groups = param_groups(model, cfg.deeplora_lr, gamma=cfg.gamma, head_lr=cfg.head_lr)
     for g in groups:
