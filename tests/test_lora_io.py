@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -13,6 +14,15 @@ from lowdim.lora.io import export_peft, load_adapter, numerical_ranks, save_adap
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids oversubscription on the shared 2-core machine (restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_bert(seed: int = 0, hidden: int = 32):
@@ -32,7 +42,17 @@ def _inputs():
     return {"input_ids": ids, "attention_mask": torch.ones(4, 9, dtype=torch.long)}
 
 
-def _trained_deep_lora(seed=0):
+@pytest.fixture(scope="module")
+def trained():
+    return _build_trained_deep_lora()
+
+
+def _trained_deep_lora(trained):
+    model, cfg = trained
+    return copy.deepcopy(model), cfg
+
+
+def _build_trained_deep_lora(seed=0):
     model = tiny_bert(seed)
     cfg = DeepLoRAConfig(rank=4, modules_to_save=("classifier",))
     prepare_model(model, cfg)
@@ -53,9 +73,9 @@ def _trained_deep_lora(seed=0):
 
 
 @pytest.mark.parametrize("kind", ["deep", "lora"])
-def test_save_load_identical_outputs(tmp_path, kind):
+def test_save_load_identical_outputs(tmp_path, kind, trained):
     if kind == "deep":
-        model, cfg = _trained_deep_lora()
+        model, cfg = _trained_deep_lora(trained)
     else:
         model = tiny_bert()
         cfg = LoRAConfig(rank=3, alpha=6, modules_to_save=("classifier",))
@@ -77,8 +97,8 @@ def test_save_load_identical_outputs(tmp_path, kind):
     assert torch.equal(fresh(**batch).logits, expected)
 
 
-def test_load_into_different_shapes_fails(tmp_path):
-    model, cfg = _trained_deep_lora()
+def test_load_into_different_shapes_fails(tmp_path, trained):
+    model, cfg = _trained_deep_lora(trained)
     save_adapter(model, tmp_path / "a", cfg)
     with pytest.raises(ValueError, match="shape"):
         load_adapter(tiny_bert(hidden=48), tmp_path / "a")
@@ -86,8 +106,8 @@ def test_load_into_different_shapes_fails(tmp_path):
         load_adapter(tiny_bert(), tmp_path / "missing")
 
 
-def test_peft_export_matches(tmp_path):
-    model, cfg = _trained_deep_lora()
+def test_peft_export_matches(tmp_path, trained):
+    model, cfg = _trained_deep_lora(trained)
     batch = _inputs()
     expected = model(**batch).logits
     export_peft(model, tmp_path / "peft", cfg)
@@ -99,8 +119,8 @@ def test_peft_export_matches(tmp_path):
     assert len(names) == 12
 
 
-def test_peft_export_truncated_to_numerical_rank(tmp_path):
-    model, cfg = _trained_deep_lora()
+def test_peft_export_truncated_to_numerical_rank(tmp_path, trained):
+    model, cfg = _trained_deep_lora(trained)
     # force two layers to low numerical rank: rank-1 and exactly zero updates
     layer = model.bert.encoder.layer[0].attention.self.query
     with torch.no_grad():
@@ -123,8 +143,8 @@ def test_peft_export_truncated_to_numerical_rank(tmp_path):
     assert torch.allclose(peft_model(**batch).logits, expected, atol=1e-6, rtol=1e-5)
 
 
-def test_export_requires_unmerged():
-    model, cfg = _trained_deep_lora()
+def test_export_requires_unmerged(trained):
+    model, cfg = _trained_deep_lora(trained)
     layer = model.bert.encoder.layer[0].attention.self.query
     layer.merge()
     with pytest.raises(ValueError, match="unmerge"):
