@@ -411,7 +411,7 @@ def compress_deep_lora(
     config=None,
     seed: int | None = None,
     include_initial_delta: bool | None = None,
-    dtype: torch.dtype = torch.float64,
+    dtype: torch.dtype | None = None,
     inits: dict[str, object] | None = None,
 ) -> CompressionReport:
     """Compress every :class:`DeepLoRALinear` in ``model`` from one batch's gradient (Sec. 4.1).
@@ -434,8 +434,9 @@ def compress_deep_lora(
     include_initial_delta : bool, optional
         Add ``ΔW(0) = ∏ε·P`` in the calibration forward (the exact construction; O(ε^L) effect);
         default ``config.include_initial_delta`` or False.
-    dtype : torch.dtype
-        Precision of the per-layer linear algebra.
+    dtype : torch.dtype, optional
+        Precision of the per-layer linear algebra (default: each layer's weight dtype; float32
+        singular vectors are accurate to ~1e-6, ample for a trainable initialization).
     inits : dict, optional
         Layer name → initialization object overriding the implicit one (tests pass dense factors).
 
@@ -455,7 +456,9 @@ def compress_deep_lora(
         if layer.merged:
             raise ValueError(f"layer {name!r} is merged; unmerge before compressing")
         init = (inits or {}).get(name) or layer_init(layer, seed, name)
-        layer._calibration = _Calibration(init, layer.rank, include_initial_delta, dtype, name)
+        layer._calibration = _Calibration(
+            init, layer.rank, include_initial_delta, dtype or layer.base.weight.dtype, name
+        )
     try:
         loss = loss_fn(model)
         if not torch.is_tensor(loss) or loss.numel() != 1:
