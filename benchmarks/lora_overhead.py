@@ -2,7 +2,8 @@
 
 MiniLM-L6 (or --model) with all 36 attention and feed-forward linears adapted (r = 8), batch
 16 × 128 tokens, AdamW.  The methods are timed alternately in one process; ``time_overhead`` is
-the median of the paired ratios of consecutive Deep LoRA / LoRA steps (robust to load drift); the one-off compression time of Deep LoRA is measured on one batch.  LoRA is lowdim's
+the median of the paired ratios of consecutive Deep LoRA / LoRA steps (robust to load drift);
+the one-off compression time of Deep LoRA is measured on one batch.  LoRA is lowdim's
 ``LoRALinear`` (same code path as Deep LoRA); the ``peft`` LoRA is timed alongside for reference.
 
 Memory is the training-state footprint, counted exactly: parameters + gradients + AdamW states +
