@@ -460,10 +460,10 @@ def implicit_invariant_compression(
         with torch.no_grad():
             w = [f.detach().double().cpu() for f in init.factors]
             model64 = DeepFactorization.from_factors(w)
-            pred0 = model64.entries(torch.as_tensor(rows), torch.as_tensor(cols)).numpy()
-            resid = scipy.sparse.csr_matrix((pred0 - y, (rows, cols)), shape=(m, n))
             tail = model64.product(2).numpy() if init.depth > 1 else np.eye(m)  # W_{L:2}, m×d_1
             w1 = w[0].numpy()
+            full = tail @ w1  # W_{L:1}(0): an explicit model is small enough to hold m×n
+            resid = scipy.sparse.csr_matrix((full[rows, cols] - y, (rows, cols)), shape=(m, n))
         # Singular vectors do not depend on positive scalings; normalizing the ε-small operators
         # keeps ARPACK's convergence test (relative to machine precision) meaningful.
         tail = tail / max(np.linalg.norm(tail) / math.sqrt(min(tail.shape)), 1e-300)
@@ -476,7 +476,7 @@ def implicit_invariant_compression(
         )
         _, _, vh = _top_singular(g1, rank, svd_solver)
         block1 = vh.T
-        full = tail @ w1  # W_{L:1}(0), small problems only
+        full = full / max(np.linalg.norm(full) / math.sqrt(min(full.shape)), 1e-300)
         b2 = scipy.sparse.linalg.LinearOperator(  # W_1ᵀ G_1 = W_{L:1}ᵀ R  (n × n)
             (n, n), matvec=lambda x: full.T @ (resid @ x), rmatvec=lambda x: resid.T @ (full @ x),
             matmat=lambda x: full.T @ (resid @ x), rmatmat=lambda x: resid.T @ (full @ x),
