@@ -23,10 +23,9 @@ import math
 import sys
 import time
 
-import numpy as np
 import torch
 
-from lowdim.completion import AltMin, implicit_invariant_compression, relative_error, train_sparse
+from lowdim.completion import AltMin, implicit_invariant_compression, train_sparse
 from lowdim.completion.sparse import SparseEntryObservation
 from lowdim.compression import narrow_factorization, spectral_compression
 from lowdim.datasets import completion_problem
@@ -170,7 +169,7 @@ def main(argv=None) -> int:
         default=None,
     )
     speedup = (results["full"]["seconds"] / best) if (best and results["full"]["seconds"]) else None
-    for k, v in results.items():
+    for v in results.values():
         for key in list(v):
             if isinstance(v[key], float) and not math.isfinite(v[key]):
                 v[key] = None
