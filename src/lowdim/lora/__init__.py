@@ -22,6 +22,7 @@ from .inject import (
     prepare_model,
     trainable_parameter_names,
 )
+from .io import export_peft, load_adapter, numerical_ranks, save_adapter
 from .layers import AdapterLayer, DeepLoRALinear, LoRALinear, numerical_rank
 
 __all__ = [
@@ -35,11 +36,15 @@ __all__ = [
     "LoRALinear",
     "adapter_layers",
     "compress_deep_lora",
+    "export_peft",
     "freeze_for_adapters",
     "inject_adapters",
+    "load_adapter",
     "match_modules",
     "numerical_rank",
+    "numerical_ranks",
     "param_groups",
     "prepare_model",
+    "save_adapter",
     "trainable_parameter_names",
 ]
