@@ -3,6 +3,9 @@
 .. code-block:: bash
 
     lowdim complete u.data                               # rank 10, 20% random test split
+
+Defaults are tuned for ratings: spectral C-DLN (seed 000 Algorithm 1), depth 3, row/column biases,
+ε = 0.1, early stopping on 10% of the training ratings (see docs/completion.md).
     lowdim complete u1.base --test u1.test --rank 10 --out results/
     lowdim complete ratings.csv --test-frac 0.1 --method spectral --max-time 60
 
@@ -43,15 +46,21 @@ def register(subparsers) -> argparse.ArgumentParser:
                       help="random fraction of the ratings held out for testing (default 0.2)")
     test.add_argument("--test", default=None, help="separate test ratings file (same format)")
     p.add_argument("--out", default="lowdim-complete", help="output folder (default lowdim-complete)")
-    p.add_argument("--method", default="compressed",
-                   choices=["compressed", "spectral", "full", "narrow"])
+    p.add_argument("--method", default="spectral",
+                   choices=["compressed", "spectral", "full", "narrow"],
+                   help="spectral (C-DLN, default: best on ratings data) or compressed "
+                        "(invariant-subspace), full, narrow")
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--init-scale", type=float, default=None,
-                   help="initialization scale ε (default 0.3 for ratings-style data, see docs)")
-    p.add_argument("--lr", type=float, default=None, help="step size (normalized units)")
+                   help="initialization scale ε (default 0.1: noisy ratings need no long "
+                        "small-initialization plateau; early stopping regularizes)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="step size in normalized units (default 0.1 spectral, 0.2 otherwise)")
     p.add_argument("--outer-ratio", type=float, default=None, help="γ (compressed) or α (spectral)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--bias", default="both", choices=["none", "global", "row", "col", "both"])
+    p.add_argument("--bias-reg", type=float, default=5.0)
+    p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--validation-frac", type=float, default=0.1,
                    help="fraction of the training ratings used for early stopping (0 disables)")
     p.add_argument("--max-iter", type=int, default=3000)
@@ -115,8 +124,10 @@ def run(args: argparse.Namespace) -> int:
     vf = args.validation_frac if args.validation_frac and args.validation_frac > 0 else None
     est = DeepMatrixCompletion(
         rank=args.rank, depth=args.depth, method=args.method,
-        init_scale=0.3 if args.init_scale is None else args.init_scale,
-        learning_rate=args.lr, outer_ratio=args.outer_ratio, weight_decay=args.weight_decay,
+        init_scale=0.1 if args.init_scale is None else args.init_scale,
+        learning_rate=args.lr if args.lr is not None else (0.1 if args.method == "spectral" else 0.2),
+        outer_ratio=args.outer_ratio, weight_decay=args.weight_decay, bias_reg=args.bias_reg,
+        eval_every=args.eval_every,
         max_iter=args.max_iter, max_time=args.max_time, bias=args.bias,
         validation_fraction=vf, duplicates=args.duplicates, unknown="fallback",
         checkpoint_dir=args.checkpoint, random_state=args.seed, dtype=args.dtype,
