@@ -171,3 +171,20 @@ def test_cli_minilm_end_to_end_and_resume(glue_root, tmp_path):
         torch.set_num_threads(threads)
     assert main(["finetune", "--data-root", str(tmp_path / "nope"), "--model", _minilm_path(),
                  "--out", str(tmp_path / "x"), "--no-progress"]) == 1
+
+
+def test_summary_and_convergence_rule():
+    from lowdim.lora.finetune import _converged, format_summary, summarize
+
+    recs = [{"n": 16, "method": "lora", "main": v} for v in (0.1, 0.3)]
+    recs += [{"n": 16, "method": "deeplora", "main": 0.5}]
+    s = summarize(recs)
+    assert s[16]["lora"] == pytest.approx((0.2, 0.1, 2))
+    assert s[16]["deeplora"] == pytest.approx((0.5, 0.0, 1))
+    assert "0.2000 ± 0.1000 (2)" in format_summary(recs)
+    cfg = FinetuneConfig(model="m", data_root="d", window=2, loss_tol=1e-3, rel_tol=1e-2)
+    assert not _converged([5.0, 4.0, 3.0, 2.0], cfg)
+    assert _converged([5.0, 4.0, 1.0, 1.0, 1.0, 1.001], cfg)  # stalled within 1 %
+    assert _converged([1e-4, 1e-4], cfg)  # below the absolute tolerance
+    with pytest.raises(ValueError, match="methods"):
+        FinetuneConfig(model="m", data_root="d", methods=("adapter",))
