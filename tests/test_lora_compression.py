@@ -103,6 +103,7 @@ def test_implicit_equals_explicit(d_in, d_mid, d_out, rank, depth):
         lambda m: ((m(x) - y) ** 2).sum(),
         include_initial_delta=True,
         inits={"a": init},
+        svd="exact",
     )
     u_imp = model.a.lora_left.detach()
     v_imp = model.a.lora_right.detach().T
@@ -190,3 +191,22 @@ def test_compression_is_seeded_and_reads_config():
     assert not torch.allclose(bases[0], bases[2])
     # only the adapter/head parameters are trainable and no gradient is left behind
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_randomized_pairs_match_exact_without_forming_e():
+    """Subspace iteration recovers the top singular pairs of a low-rank E = δᵀX to 1e-8."""
+    torch.manual_seed(6)
+    n, d_in, d_out = 300, 120, 90
+    x = torch.randn(n, 5, dtype=torch.float64) @ torch.randn(5, d_in, dtype=torch.float64)
+    g = torch.randn(n, d_out, dtype=torch.float64)
+    left_e, s_e, right_e = top_singular_pairs(x, g, 4, method="exact")
+    gen = torch.Generator().manual_seed(0)
+    left_r, s_r, right_r = top_singular_pairs(x, g, 4, method="randomized", generator=gen)
+    assert torch.allclose(s_r, s_e, rtol=1e-10)
+    assert torch.allclose(left_r @ left_r.T, left_e @ left_e.T, atol=1e-8)
+    assert torch.allclose(right_r @ right_r.T, right_e @ right_e.T, atol=1e-8)
+    # "auto" takes the randomized path for a layer this size with many tokens
+    _, s_auto, _ = top_singular_pairs(x, g, 4, method="auto", generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(s_auto, s_r, rtol=1e-12)
+    with pytest.raises(ValueError, match="method"):
+        top_singular_pairs(x, g, 4, method="lanczos")

@@ -241,7 +241,14 @@ class DenseFullWidthInit:
 
 
 def top_singular_pairs(
-    inputs: torch.Tensor, grad_outputs: torch.Tensor, count: int
+    inputs: torch.Tensor,
+    grad_outputs: torch.Tensor,
+    count: int,
+    *,
+    method: str = "exact",
+    oversample: int = 8,
+    power_iters: int = 2,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top ``count`` singular triplets of ``E = δᵀ X`` (the batch gradient of ``ΔW``).
 
@@ -253,28 +260,49 @@ def top_singular_pairs(
         ``δ``, N×d_out.
     count : int
         Number of triplets.
+    method : {"exact", "randomized", "auto"}
+        ``"exact"``: when ``N <= min(d_in, d_out)`` through thin QR factors of ``X`` and ``δ``
+        (O(N²(d_in + d_out)) time, O(N(d_in + d_out)) memory), otherwise from ``E`` formed transiently
+        (d_out×d_in, the size of ``W0``, freed at once; O(N·d_in·d_out) time — as much as a weight
+        gradient).  ``"randomized"``: subspace iteration (Halko et al. 2011) touching ``E`` only
+        through ``E·M = δᵀ(X M)`` and ``Eᵀ·M = Xᵀ(δ M)``: O(N(d_in + d_out)(count + oversample)) time
+        per pass, ``2·power_iters + 2`` passes, never forming ``E``.  ``"auto"``: exact when that is
+        cheap (``N <= min(d)`` or ``min(d) <= 4·(count + oversample)``), randomized otherwise.
+    oversample, power_iters : int
+        Randomized method's extra columns and power iterations.
+    generator : torch.Generator, optional
+        Randomness of the randomized method.
 
     Returns
     -------
     left, singular, right : torch.Tensor
         d_out×count, (count,), d_in×count.
-
-    Notes
-    -----
-    When ``N <= min(d_in, d_out)`` the SVD is exact through thin QR factors of ``X`` and ``δ``
-    (O(N²(d_in + d_out)) time, O(N(d_in + d_out)) memory).  Otherwise E has no low-rank structure
-    to exploit and is formed transiently (d_out×d_in, the size of ``W0`` itself, freed at once).
     """
     n, d_in = inputs.shape
     d_out = grad_outputs.shape[1]
-    if n <= min(d_in, d_out):
+    small = min(d_in, d_out)
+    width = min(count + oversample, small)
+    if method == "auto":
+        method = "exact" if (n <= small or small <= 4 * width) else "randomized"
+    if method not in ("exact", "randomized"):
+        raise ValueError(f"method must be 'exact', 'randomized' or 'auto', got {method!r}")
+    if n <= small:
         qa, ra = torch.linalg.qr(grad_outputs.T)
         qb, rb = torch.linalg.qr(inputs.T)
         uc, s, vct = torch.linalg.svd(ra @ rb.T)
         left, right = qa @ uc, qb @ vct.T
-    else:
+    elif method == "exact":
         left, s, vt = torch.linalg.svd(grad_outputs.T @ inputs, full_matrices=False)
         right = vt.T
+    else:
+        omega = torch.randn(d_in, width, generator=generator, dtype=torch.float64).to(inputs.dtype)
+        q, _ = torch.linalg.qr(grad_outputs.T @ (inputs @ omega))  # range of E Ω
+        for _ in range(power_iters):
+            z, _ = torch.linalg.qr(inputs.T @ (grad_outputs @ q))  # Eᵀ Q
+            q, _ = torch.linalg.qr(grad_outputs.T @ (inputs @ z))  # E Z
+        small_b = (grad_outputs @ q).T @ inputs  # Qᵀ E  (width × d_in)
+        ub, s, vt = torch.linalg.svd(small_b, full_matrices=False)
+        left, right = q @ ub, vt.T
     if left.shape[1] < count:  # fewer tokens than directions: pad with zeros (orthonormalised later)
         pad = count - left.shape[1]
         left = torch.cat([left, left.new_zeros(d_out, pad)], 1)
@@ -332,7 +360,12 @@ def compressed_bases(
 class _Calibration:
     """Per-layer state of the calibration pass: adds ΔW(0) if asked, captures (X, δ), computes SVD."""
 
-    def __init__(self, init, rank: int, include_initial_delta: bool, dtype: torch.dtype, name: str):
+    def __init__(
+        self, init, rank: int, include_initial_delta: bool, dtype: torch.dtype, name: str,
+        svd: str = "auto", seed: int = 0,
+    ):
+        self.svd = svd
+        self.seed = seed
         self.init = init
         self.rank = rank
         self.include_initial_delta = include_initial_delta
@@ -360,7 +393,10 @@ class _Calibration:
 
         def hook(grad: torch.Tensor) -> None:
             g = grad.reshape(-1, layer.out_features).to(self.dtype)
-            self.pairs = top_singular_pairs(saved.to(self.dtype), g, (self.rank + 1) // 2)
+            self.pairs = top_singular_pairs(
+                saved.to(self.dtype), g, (self.rank + 1) // 2, method=self.svd,
+                generator=_layer_generator(self.seed + 1, self.name),
+            )
 
         out.register_hook(hook)
         return out
@@ -412,6 +448,7 @@ def compress_deep_lora(
     seed: int | None = None,
     include_initial_delta: bool | None = None,
     dtype: torch.dtype | None = None,
+    svd: str = "auto",
     inits: dict[str, object] | None = None,
 ) -> CompressionReport:
     """Compress every :class:`DeepLoRALinear` in ``model`` from one batch's gradient (Sec. 4.1).
@@ -437,6 +474,9 @@ def compress_deep_lora(
     dtype : torch.dtype, optional
         Precision of the per-layer linear algebra (default: each layer's weight dtype; float32
         singular vectors are accurate to ~1e-6, ample for a trainable initialization).
+    svd : {"auto", "exact", "randomized"}
+        How each layer's top singular vectors of ``E`` are found (:func:`top_singular_pairs`);
+        ``"auto"`` never forms ``E`` for large layers.
     inits : dict, optional
         Layer name → initialization object overriding the implicit one (tests pass dense factors).
 
@@ -457,7 +497,8 @@ def compress_deep_lora(
             raise ValueError(f"layer {name!r} is merged; unmerge before compressing")
         init = (inits or {}).get(name) or layer_init(layer, seed, name)
         layer._calibration = _Calibration(
-            init, layer.rank, include_initial_delta, dtype or layer.base.weight.dtype, name
+            init, layer.rank, include_initial_delta, dtype or layer.base.weight.dtype, name,
+            svd=svd, seed=seed,
         )
     try:
         loss = loss_fn(model)

@@ -168,7 +168,8 @@ class LoRALinear(AdapterLayer):
         return self.lora_B, self.scaling * eye, self.lora_A
 
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
+        out = F.linear(F.linear(x, self.lora_A), self.lora_B)
+        return out if self.scaling == 1.0 else out * self.scaling
 
 
 class DeepLoRALinear(AdapterLayer):
