@@ -276,6 +276,9 @@ class DeepFactorization(nn.Module):
 
         Cost ``O(|Ω| k)`` after :meth:`split` for the narrowest width ``k``.
         """
+        dims = self.dims
+        if min(dims[1:-1], default=dims[0]) >= min(dims[0], dims[-1]):
+            return self.product()[rows, cols]  # no narrow inner width: index the product
         left, right = self.split()
         return (left[rows] * right.T[cols]).sum(dim=-1)
 

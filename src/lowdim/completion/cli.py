@@ -3,11 +3,11 @@
 .. code-block:: bash
 
     lowdim complete u.data                               # rank 10, 20% random test split
+    lowdim complete u1.base --test u1.test --rank 10 --out results/
+    lowdim complete ratings.csv --test-frac 0.1 --method spectral --max-time 60
 
 Defaults are tuned for ratings: spectral C-DLN (seed 000 Algorithm 1), depth 3, row/column biases,
 ε = 0.1, early stopping on 10% of the training ratings (see docs/completion.md).
-    lowdim complete u1.base --test u1.test --rank 10 --out results/
-    lowdim complete ratings.csv --test-frac 0.1 --method spectral --max-time 60
 
 Writes to ``--out`` (default ``lowdim-complete``): ``predictions.csv`` (``row,col,value,prediction,
 split`` for every train and test entry), ``summary.json`` (settings, train/test RMSE and MAE,
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .._io import atomic_savefig, atomic_write_text
 
 __all__ = ["register", "run"]
 
@@ -106,7 +108,7 @@ def _plot(path: Path, est, train_rmse_curve) -> None:
     axes[0].legend()
     fig.suptitle(f"lowdim complete: {est.method}, rank {est.rank}, depth {est.depth}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(path, fig, dpi=110)
     plt.close(fig)
 
 
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         pd.DataFrame({"row": test["row"], "col": test["col"], "value": test["value"],
                       "prediction": pred_te, "split": "test"}),
     ])
-    preds.to_csv(out / "predictions.csv", index=False)
+    atomic_write_text(out / "predictions.csv", preds.to_csv(index=False))
     # Training RMSE curve from the normalized loss (1/p)·½Σ r'²: RMSE = s·sqrt(2·p·loss/|Ω_train|)
     n_fit = len(train) - (int(round(vf * len(train))) if vf else 0)
     curve = [
@@ -175,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         "best_iteration": est.best_iteration_,
         "stop_reason": est.history_.stop_reason,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     print(f"{len(train)} train / {len(test)} test ratings, {est.shape_[0]}×{est.shape_[1]} matrix")
     print(f"{'':8s}{'RMSE':>8s}{'MAE':>8s}")
     print(f"{'train':8s}{tr_rmse:8.4f}{tr_mae:8.4f}")

@@ -48,8 +48,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -60,6 +58,7 @@ import scipy.sparse.linalg
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 
+from .._io import atomic_write
 from ..compression import narrow_factorization, spectral_compression
 from ..factorization import DeepFactorization
 from ..training import History
@@ -613,14 +612,9 @@ class DeepMatrixCompletion(CompletionEstimator):
             "validation_rmse": self.validation_rmse_,
             "validation_iterations": self.validation_iterations_,
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"lowdim": json.dumps(meta, default=float)})
-            os.replace(tmp, path)  # atomic on POSIX: the old checkpoint or the new one, never half
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # the old checkpoint or the new one, never half of one
+        metadata = {"lowdim": json.dumps(meta, default=float)}
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     def _load_checkpoint(self, path: Path, fingerprint):
         from safetensors import safe_open

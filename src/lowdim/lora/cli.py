@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the study described by ``args``; returns the exit status."""
     import torch
 
+    from .._io import atomic_write_text
     from .finetune import FinetuneConfig, format_summary, run_finetune
 
     if args.threads:
@@ -94,5 +95,5 @@ def run(args: argparse.Namespace) -> int:
     records = run_finetune(cfg)
     table = format_summary(records)
     print(table)
-    (out / "summary.txt").write_text(table + "\n", encoding="utf-8")
+    atomic_write_text(out / "summary.txt", table + "\n")
     return 0

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._io import atomic_write_text
 from .compression import compress_deep_lora
 from .config import BERT_TARGETS, DeepLoRAConfig
 from .glue import GlueSplit, TaskSpec, compute_metrics, get_task, load_split
@@ -341,9 +342,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             dirty = True
     if dirty:  # rewrite atomically without the broken line
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in good_lines), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(ln + "\n" for ln in good_lines))
     return records
 
 

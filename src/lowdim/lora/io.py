@@ -15,13 +15,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._io import atomic_write_bytes
 from .config import AdapterConfig
 from .inject import adapter_layers, freeze_for_adapters, inject_adapters, match_modules
 from .layers import AdapterLayer, DeepLoRALinear, numerical_rank
@@ -50,12 +50,6 @@ def adapter_state_dict(model: nn.Module, config: AdapterConfig) -> dict[str, tor
         if ".lora_" in name or name.startswith("lora_") or any(name.startswith(k + ".") for k in keep):
             out[name] = param.detach()
     return out
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def save_adapter(model: nn.Module, path: str | Path, config: AdapterConfig) -> Path:
@@ -87,8 +81,8 @@ def save_adapter(model: nn.Module, path: str | Path, config: AdapterConfig) -> P
         },
     }
     tensors = {k: v.contiguous().cpu() for k, v in adapter_state_dict(model, config).items()}
-    _atomic_write_bytes(folder / WEIGHTS_NAME, st_save(tensors, metadata={"format": FORMAT}))
-    _atomic_write_bytes(folder / CONFIG_NAME, json.dumps(meta, indent=2, ensure_ascii=False).encode())
+    atomic_write_bytes(folder / WEIGHTS_NAME, st_save(tensors, metadata={"format": FORMAT}))
+    atomic_write_bytes(folder / CONFIG_NAME, json.dumps(meta, indent=2, ensure_ascii=False).encode())
     return folder
 
 
@@ -241,6 +235,6 @@ def export_peft(
     }
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(folder / WEIGHTS_NAME, st_save(tensors, metadata={"format": "pt"}))
-    _atomic_write_bytes(folder / CONFIG_NAME, json.dumps(peft_config, indent=2).encode())
+    atomic_write_bytes(folder / WEIGHTS_NAME, st_save(tensors, metadata={"format": "pt"}))
+    atomic_write_bytes(folder / CONFIG_NAME, json.dumps(peft_config, indent=2).encode())
     return folder

@@ -1,0 +1,65 @@
+"""Atomic writes of results: a reader sees the old file or the complete new one, never half of one.
+
+Every file lowdim writes as a result (JSON summaries, CSV predictions, PNG figures, adapters) goes
+through :func:`atomic_write`, which writes a temporary file in the same folder and renames it over
+the target (``os.replace`` is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
+    """Call ``write(tmp_path)`` and move the result to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The destination; its folder is created if needed.
+    write : callable
+        ``write(tmp_path)`` writes the complete content to ``tmp_path`` (a path string in the same
+        folder as ``path``, so the final rename never crosses file systems).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``. On any error the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (floats that JSON lacks, e.g. numpy scalars, via ``float``)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
+
+
+def atomic_savefig(path: str | os.PathLike, fig, **kwargs) -> Path:
+    """``fig.savefig`` to ``path`` atomically (the format follows ``path``'s suffix)."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
