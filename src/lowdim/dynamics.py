@@ -62,19 +62,30 @@ def invariant_residuals(
     return out
 
 
-def numerical_rank(matrix: torch.Tensor | np.ndarray) -> int:
-    """Number of singular values above ``max(1e-8, d σ_1 ε)`` (seed 003 Fig. 7).
+def rank_from_singular_values(singular: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> int:
+    """Numerical rank from singular values (seed 003 Fig. 7): those above ``max(1e-8, d σ_1 ε)``.
 
-    ``d`` is the largest dimension and ``ε`` the machine epsilon of the matrix's dtype.
+    Parameters
+    ----------
+    singular : torch.Tensor
+        Singular values (any order).
+    shape : sequence of int
+        Shape of the matrix they come from; ``d`` is its largest dimension.
+    dtype : torch.dtype
+        Floating type whose machine epsilon ``ε`` is used.
     """
+    if singular.numel() == 0:
+        return 0
+    tol = max(1e-8, max(shape) * float(singular.max()) * torch.finfo(dtype).eps)
+    return int((singular > tol).sum())
+
+
+def numerical_rank(matrix: torch.Tensor | np.ndarray) -> int:
+    """Numerical rank of ``matrix`` (seed 003 Fig. 7), see :func:`rank_from_singular_values`."""
     m = torch.as_tensor(matrix)
     if not m.is_floating_point():
         m = m.double()
-    s = torch.linalg.svdvals(m.detach())
-    if s.numel() == 0:
-        return 0
-    tol = max(1e-8, max(m.shape) * float(s[0]) * torch.finfo(m.dtype).eps)
-    return int((s > tol).sum())
+    return rank_from_singular_values(torch.linalg.svdvals(m.detach()), m.shape, m.dtype)
 
 
 def top_singular_subspace(matrix: torch.Tensor, rank: int, side: str = "left") -> torch.Tensor:

@@ -23,7 +23,7 @@ from .inject import (
     trainable_parameter_names,
 )
 from .io import export_peft, load_adapter, numerical_ranks, save_adapter
-from .layers import AdapterLayer, DeepLoRALinear, LoRALinear, numerical_rank
+from .layers import AdapterLayer, DeepLoRALinear, LoRALinear
 
 __all__ = [
     "AdapterConfig",
@@ -41,7 +41,6 @@ __all__ = [
     "inject_adapters",
     "load_adapter",
     "match_modules",
-    "numerical_rank",
     "numerical_ranks",
     "param_groups",
     "prepare_model",

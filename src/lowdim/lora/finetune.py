@@ -28,11 +28,12 @@ import torch
 from torch import nn
 
 from .._io import atomic_write_text
+from ..dynamics import rank_from_singular_values
 from .compression import compress_deep_lora
 from .config import BERT_TARGETS, DeepLoRAConfig
 from .glue import GlueSplit, TaskSpec, compute_metrics, get_task, load_split
 from .inject import param_groups, prepare_model
-from .layers import numerical_rank, singular_values
+from .layers import singular_values
 
 __all__ = [
     "FinetuneConfig",
@@ -198,7 +199,7 @@ def _lora_ranks(model: nn.Module) -> list[int]:
                 b = module.lora_B[key].weight.detach()
                 scale = module.scaling[key]
                 s = singular_values(b, scale * torch.eye(a.shape[0], dtype=a.dtype), a)
-                ranks.append(numerical_rank(s, (b.shape[0], a.shape[1]), a.dtype))
+                ranks.append(rank_from_singular_values(s, (b.shape[0], a.shape[1]), a.dtype))
     return ranks
 
 

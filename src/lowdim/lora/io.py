@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from .._io import atomic_write_bytes
+from ..dynamics import rank_from_singular_values
 from .config import AdapterConfig
 from .inject import adapter_layers, freeze_for_adapters, inject_adapters, match_modules
-from .layers import AdapterLayer, DeepLoRALinear, numerical_rank
+from .layers import AdapterLayer, DeepLoRALinear
 
 __all__ = [
     "CONFIG_NAME",
@@ -159,7 +160,7 @@ def low_rank_factors(
     q_l, r_l = torch.linalg.qr(left)
     q_r, r_r = torch.linalg.qr(right.T)
     u, s, vt = torch.linalg.svd(r_l @ core @ r_r.T)
-    k = numerical_rank(s, (layer.out_features, layer.in_features), left.dtype)
+    k = rank_from_singular_values(s, (layer.out_features, layer.in_features), left.dtype)
     return (q_l @ u[:, :k]) * s[:k], vt[:k] @ q_r.T
 
 

@@ -19,29 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AdapterLayer", "LoRALinear", "DeepLoRALinear", "numerical_rank", "singular_values"]
+from ..dynamics import rank_from_singular_values
 
-
-def numerical_rank(singular: torch.Tensor, shape: tuple[int, int], dtype: torch.dtype) -> int:
-    """Numerical rank as in seed 003, Fig. 7.
-
-    Counts the singular values ``σ_i`` greater than both ``1e-8`` and ``d·σ_1·eps`` where ``d`` is
-    the larger dimension and ``eps`` the machine epsilon of ``dtype``.
-
-    Parameters
-    ----------
-    singular : torch.Tensor
-        Singular values (any order).
-    shape : tuple of int
-        Shape of the matrix they come from.
-    dtype : torch.dtype
-        Floating type whose machine epsilon is used.
-    """
-    if singular.numel() == 0:
-        return 0
-    s1 = float(singular.max())
-    tol = max(1e-8, max(shape) * s1 * torch.finfo(dtype).eps)
-    return int((singular > tol).sum())
+__all__ = ["AdapterLayer", "LoRALinear", "DeepLoRALinear", "singular_values"]
 
 
 def singular_values(left: torch.Tensor, core: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -105,7 +85,7 @@ class AdapterLayer(nn.Module):
 
     def numerical_rank(self) -> int:
         """Numerical rank of ``ΔW`` (seed 003, Fig. 7 definition)."""
-        return numerical_rank(
+        return rank_from_singular_values(
             self.singular_values(), (self.out_features, self.in_features), self.base.weight.dtype
         )
 
