@@ -22,7 +22,8 @@ import time
 import numpy as np
 import torch
 
-from lowdim.completion import SparseEntryObservation, train_sparse
+from lowdim import train
+from lowdim.completion import SparseEntryObservation
 from lowdim.compression import spectral_compression
 
 
@@ -62,7 +63,7 @@ def run(rows: int, entries: int, args) -> dict:
     t0 = time.perf_counter()
     model = spectral_compression(op, args.rank, 3, scale=args.init_scale, alpha=args.alpha)
     build = time.perf_counter() - t0
-    h = train_sparse(model, op, lr=args.lr, max_iter=args.max_iter, target_error=1e-2,
+    h = train(model, op, lr=args.lr, max_iter=args.max_iter, target_error=1e-2,
                      truth=(p, q), eval_every=args.eval_every, max_time=args.max_time)
     hit = h.first_below(1e-2)
     out = {

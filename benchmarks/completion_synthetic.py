@@ -25,7 +25,8 @@ import time
 
 import torch
 
-from lowdim.completion import AltMin, implicit_invariant_compression, train_sparse
+from lowdim import train
+from lowdim.completion import AltMin, implicit_invariant_compression
 from lowdim.completion.sparse import SparseEntryObservation
 from lowdim.compression import narrow_factorization, spectral_compression
 from lowdim.datasets import completion_problem
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
         build = time.perf_counter() - t0
         store = {}
         snapshots[name] = store
-        h = train_sparse(model, op, lr=eta, callback=snapshot_cb(store), **common)
+        h = train(model, op, lr=eta, callback=snapshot_cb(store), **common)
         res = summary(h)
         res["compression_seconds"] = round(build, 3)
         if res["seconds"] is not None:
@@ -107,14 +108,14 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     spec = spectral_compression(op, r, 3, scale=eps, alpha=5.0)
     build = time.perf_counter() - t0
-    h = train_sparse(spec, op, lr=1.0, **common)
+    h = train(spec, op, lr=1.0, **common)
     results["spectral"] = summary(h)
     if results["spectral"]["seconds"] is not None:
         results["spectral"]["seconds"] = round(results["spectral"]["seconds"] + build, 3)
     log("spectral", results["spectral"])
 
     narrow = narrow_factorization((d, d), 2 * r, 3, scale=eps, random_state=args.seed)
-    h = train_sparse(narrow, op, lr=eta, **{**common, "max_time": args.full_budget})
+    h = train(narrow, op, lr=eta, **{**common, "max_time": args.full_budget})
     results["narrow"] = summary(h)
     log("narrow", results["narrow"])
 
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
                 for k, store in snapshots.items():
                     if it in store:
                         gaps[k] = max(gaps[k], float(torch.linalg.matrix_norm(w - store[it])) / tnorm)
-    h = train_sparse(full, dense_op, lr=eta, callback=gap_cb,
+    h = train(full, dense_op, lr=eta, callback=gap_cb,
                      **{**common, "max_time": args.full_budget})
     res = summary(h)
     res["extrapolated"] = False

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,3 +27,12 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared data folder {root} is absent (set LOWDIM_DATA to point at it)")
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Small tensors: one intra-op thread avoids oversubscribing 2 shared cores (restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,20 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.base import clone
 
 from lowdim.cli import main
 from lowdim.completion import AltMin, BurerMonteiro, DeepMatrixCompletion, SoftImpute
 from lowdim.datasets import completion_problem
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _err(est, pb):

@@ -14,14 +14,6 @@ from lowdim.completion import DeepMatrixCompletion
 from lowdim.datasets import completion_problem
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _held_out_error(est, pb):
     truth = pb.truth.numpy()
     mask = np.zeros(truth.shape, dtype=bool)

@@ -16,15 +16,6 @@ from lowdim.lora.compression import (
 from lowdim.lora.layers import DeepLoRALinear
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on the shared 2-core machine (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TwoLayer(nn.Module):
     def __init__(self, d_in: int, d_mid: int, d_out: int):
         super().__init__()

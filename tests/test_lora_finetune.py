@@ -20,15 +20,6 @@ def _minilm_path():
     return str(mod.get_model_path())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on the shared 2-core machine (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def glue_root(shared_data):
     root = shared_data / "glue"

@@ -85,7 +85,7 @@ def run_demo(
         ``iterations``, ``seconds``, ``error`` (final), ``iters_to_1e-3``, ``seconds_to_1e-3``,
         ``seconds_per_iter``, ``trainable`` (numbers trained) and ``history``.
     """
-    from .completion.sparse import SparseEntryObservation, implicit_invariant_compression, train_sparse
+    from .completion.sparse import SparseEntryObservation, implicit_invariant_compression
     from .datasets import completion_problem
 
     if not 0 < fraction <= 1:
@@ -105,7 +105,7 @@ def run_demo(
                   eval_every=10, progress=progress)
     runs = {  # ``full`` is trained in place after ``compressed`` was built from its Θ(0)
         "full": (full, train(full, dense_op, **common), 0.0),
-        "compressed": (compressed, train_sparse(compressed, sparse_op, **common), compress_seconds),
+        "compressed": (compressed, train(compressed, sparse_op, **common), compress_seconds),
     }
 
     def summary(model: DeepFactorization, history: History, setup: float) -> dict[str, Any]:

@@ -76,11 +76,37 @@ class History:
         }
 
 
-def recovery_error(model: DeepFactorization, truth: torch.Tensor) -> float:
-    """``‖W_{L:1} − M*‖_F / ‖M*‖_F``."""
+@dataclass
+class TrainState:
+    """Where :func:`train` stopped: the iteration count and the GD momentum buffers.
+
+    Pass the same object (and the same :class:`History`) to a later :func:`train` call to continue
+    with exactly the iterates an uninterrupted run would have produced (checkpoints store both).
+    ``buffers[l]`` belongs to factor ``l`` (None while it has none).
+    """
+
+    iteration: int = 0
+    buffers: list[torch.Tensor | None] = field(default_factory=list)
+
+
+def recovery_error(
+    model: DeepFactorization, truth: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+) -> float:
+    """``‖W_{L:1} − M*‖_F / ‖M*‖_F`` with ``M*`` dense or factored as ``(P, Q)``, ``M* = P Qᵀ``.
+
+    The factored form uses ``k × k`` Gram matrices of the model split at its narrowest width ``k``
+    (``O((m + n)(k + r)²)``), so it works for matrices that do not fit in memory.
+    """
     with torch.no_grad():
-        diff = model.product() - truth.to(model.dtype)
-        return float(torch.linalg.matrix_norm(diff) / torch.linalg.matrix_norm(truth))
+        if isinstance(truth, (tuple, list)):
+            p, q = (t.to(model.dtype) for t in truth)
+            a, b = model.split()  # a: m×k, b: k×n
+            w2 = float(((a.T @ a) * (b @ b.T)).sum())
+            cross = float(((a.T @ p) * (b @ q)).sum())
+            t2 = float(((p.T @ p) * (q.T @ q)).sum())
+            return math.sqrt(max(w2 - 2 * cross + t2, 0.0) / t2)
+        t = truth.to(model.dtype)
+        return float(torch.linalg.matrix_norm(model.product() - t) / torch.linalg.matrix_norm(t))
 
 
 def _frozen_ends(model: DeepFactorization) -> tuple[int, int]:
@@ -102,12 +128,17 @@ def train(
     tol: float | None = None,
     target_error: float | None = None,
     max_time: float | None = None,
-    truth: torch.Tensor | None = None,
+    truth: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
     eval_every: int = 1,
     callback: Callable[[int, DeepFactorization, float], bool | None] | None = None,
+    state: TrainState | None = None,
+    history: History | None = None,
     progress: bool = False,
 ) -> History:
     """Train ``model`` on ``½‖A(W_{L:1}) − y‖²`` with full-batch gradient descent (or Adam).
+
+    The loss is ``operator.loss(model)``: dense for small problems, observed entries only for
+    :class:`lowdim.completion.SparseEntryObservation`.
 
     Parameters
     ----------
@@ -118,7 +149,7 @@ def train(
     lr : float
         Step size η (> 0).
     max_iter : int, default=1000
-        Iteration cap.
+        Iteration cap (counting the iterations of a resumed ``state``).
     weight_decay : float, default=0.0
         λ ≥ 0 in ``W ← (1 − ηλ)W − η∇ℓ``.
     momentum : float, default=0.0
@@ -126,17 +157,19 @@ def train(
     optimizer : {"gd", "adam"}, default="gd"
         ``"adam"`` uses :class:`torch.optim.Adam` with the same groups (``weight_decay`` as L2).
     tol : float, optional
-        Stop when the loss is at most ``tol × ½‖y‖²`` (relative loss).
+        Stop when the loss is at most ``tol × operator.scale()`` (relative loss).
     target_error : float, optional
         Stop when the recovery error (needs ``truth``) is at most this.
     max_time : float, optional
         Wall-time budget in seconds.
-    truth : torch.Tensor, optional
-        Ground truth ``M*`` for the recovery error.
+    truth : torch.Tensor or (P, Q), optional
+        Ground truth ``M*``, dense or factored as ``P Qᵀ`` (see :func:`recovery_error`).
     eval_every : int, default=1
-        Record every ``eval_every`` iterations (and the last one).
+        Record (and call ``callback``) every ``eval_every`` iterations, and at the last one.
     callback : callable, optional
-        ``callback(iteration, model, loss)``; returning ``True`` stops training.
+        ``callback(iteration, model, loss)`` after each recorded iteration; ``True`` stops training.
+    state, history : TrainState, History, optional
+        Continue a previous run (both are updated in place); GD only.
     progress : bool, default=False
         Show a ``tqdm`` progress bar.
 
@@ -162,8 +195,12 @@ def train(
         raise ValueError("target_error needs the ground truth (truth=...)")
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    if optimizer != "gd" and state is not None and state.iteration > 0:
+        raise ValueError("resuming from a TrainState is supported for optimizer='gd' only")
+    state = state if state is not None else TrainState()
+    history = history if history is not None else History()
 
-    start = time.perf_counter()
+    start = time.perf_counter() - (history.seconds[-1] if history.seconds else 0.0)
     # Fold frozen outer factors into the operator where the algebra allows (same iterates).
     inner_model, inner_op, const = model, operator, 0.0
     lo, hi = _frozen_ends(model)
@@ -181,13 +218,22 @@ def train(
         opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     else:
         opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    params = list(model.factors)
+    for p, buf in zip(params, state.buffers):
+        if buf is not None:
+            opt.state[p]["momentum_buffer"] = buf
+
+
+    def sync_buffers() -> None:
+        state.buffers = [opt.state[p].get("momentum_buffer") if p in opt.state else None for p in params]
 
     scale = operator.scale()
-    history = History()
     eval_seconds = 0.0
 
     def record(it: int, loss: float) -> float | None:
         nonlocal eval_seconds
+        if history.iterations and history.iterations[-1] == it:  # recorded before a resume
+            return history.error[-1] if history.error else None
         history.iterations.append(it)
         history.loss.append(loss)
         history.seconds.append(time.perf_counter() - start - eval_seconds)
@@ -199,8 +245,9 @@ def train(
         history.error.append(err)
         return err
 
-    bar = tqdm(total=max_iter, disable=not progress, desc="training", leave=False)
-    it, reason = 0, "max_iter"
+    bar = tqdm(total=max_iter, initial=state.iteration, disable=not progress, desc="training",
+               leave=False)
+    it, reason = state.iteration, "max_iter"
     try:
         while True:
             opt.zero_grad(set_to_none=True)
@@ -212,32 +259,37 @@ def train(
                     f"gradient descent diverged. Try a smaller step size, e.g. lr={lr / 4:g}, or "
                     "rescale the data."
                 )
-            last = it == max_iter
+            last = it >= max_iter
             converged = tol is not None and loss <= tol * scale
-            err = record(it, loss) if (it % eval_every == 0 or last or converged) else None
+            recorded = it % eval_every == 0 or last or converged
+            err = record(it, loss) if recorded else None
             if converged:
                 reason = "tol"
                 break
             if target_error is not None and err is not None and err <= target_error:
                 reason = "target_error"
                 break
-            if callback is not None and callback(it, model, loss):
-                reason = "callback"
-                break
+            if recorded and callback is not None:
+                sync_buffers()  # so that a callback can checkpoint the state
+                if callback(it, model, loss):
+                    reason = "callback"
+                    break
             if last:
                 break
             if max_time is not None and time.perf_counter() - start - eval_seconds > max_time:
-                if history.iterations[-1] != it:
-                    record(it, loss)
+                record(it, loss)
                 reason = "max_time"
                 break
             loss_t.backward()
             opt.step()
             it += 1
+            state.iteration = it
             bar.update(1)
             if progress and it % 50 == 0:
                 bar.set_postfix(loss=f"{loss:.3e}")
     finally:
         bar.close()
+        opt.zero_grad(set_to_none=True)
+        sync_buffers()
     history.stop_reason = reason
     return history

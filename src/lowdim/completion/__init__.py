@@ -12,11 +12,8 @@ from .estimator import DeepMatrixCompletion
 from .sparse import (
     SignedPermutationInit,
     SparseEntryObservation,
-    TrainState,
     implicit_invariant_compression,
     observed_loss,
-    relative_error,
-    train_sparse,
 )
 
 __all__ = [
@@ -26,9 +23,6 @@ __all__ = [
     "BurerMonteiro",
     "SignedPermutationInit",
     "SparseEntryObservation",
-    "TrainState",
     "implicit_invariant_compression",
     "observed_loss",
-    "relative_error",
-    "train_sparse",
 ]

@@ -61,14 +61,12 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from .._io import atomic_write
 from ..compression import narrow_factorization, spectral_compression
 from ..factorization import DeepFactorization
-from ..training import History
+from ..training import History, TrainState, train
 from ._data import Observations, parse_observations, parse_query
 from .sparse import (
     SparseEntryObservation,
-    TrainState,
     entries_chunked,
     implicit_invariant_compression,
-    train_sparse,
 )
 
 __all__ = ["CompletionEstimator", "DeepMatrixCompletion", "METHODS", "BIASES"]
@@ -546,7 +544,7 @@ class DeepMatrixCompletion(CompletionEstimator):
                 self._save_checkpoint(ckpt, fingerprint, state, history, best)
             return stop
 
-        self.history_ = train_sparse(
+        self.history_ = train(
             model, op, lr=lr, max_iter=int(self.max_iter), weight_decay=self.weight_decay,
             momentum=self.momentum, tol=self.tol if self.tol > 0 else None,
             max_time=self.max_time, eval_every=int(self.eval_every), callback=callback,

@@ -37,17 +37,14 @@ whose cost depends on the observed entries only:
 * **spectral compression** reuses :func:`lowdim.compression.spectral_compression`, whose
   surrogate SVD is already sparse for :class:`~lowdim.EntryObservation`.
 
-:func:`train_sparse` is the full-batch gradient descent loop used by the estimator and the
-benchmarks (per-factor learning rates, heavy-ball momentum, weight decay, tolerances, time budget,
-recovery error against a dense or factored ground truth, resumable state).
+:func:`lowdim.train` trains these models like any other: with a :class:`SparseEntryObservation`
+its loss and gradients touch the observed entries only.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse
@@ -57,16 +54,12 @@ import torch
 from ..compression import _check_rank, _qr_positive
 from ..factorization import DeepFactorization
 from ..operators import EntryObservation
-from ..training import DivergenceError, History
 
 __all__ = [
     "SparseEntryObservation",
     "observed_loss",
     "SignedPermutationInit",
     "implicit_invariant_compression",
-    "relative_error",
-    "train_sparse",
-    "TrainState",
 ]
 
 #: Entries per chunk times width in the sparse kernels (bounds the temporary memory).
@@ -502,174 +495,3 @@ def implicit_invariant_compression(
     return DeepFactorization.from_factors(
         factors, lr_multipliers=[gamma] + [1.0] * len(cores) + [gamma]
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Recovery error and the training loop
-# ---------------------------------------------------------------------------------------------
-
-
-def relative_error(
-    model: DeepFactorization, truth: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-) -> float:
-    """``‖W_{L:1} − M*‖_F / ‖M*‖_F`` with ``M*`` dense or factored as ``(P, Q)``, ``M* = P Qᵀ``.
-
-    The factored form uses ``k × k`` Gram matrices only (``O((m + n)(k + r)²)``), so it works for
-    matrices that do not fit in memory.
-    """
-    with torch.no_grad():
-        if isinstance(truth, (tuple, list)):
-            p, q = (t.to(model.dtype) for t in truth)
-            a, b = _model_ends(model)  # a: m×k, b: k×n
-            aa = a.T @ a
-            bb = b @ b.T
-            w2 = float((aa * bb).sum())
-            cross = float(((a.T @ p) * (b @ q)).sum())
-            t2 = float(((p.T @ p) * (q.T @ q)).sum())
-            return math.sqrt(max(w2 - 2 * cross + t2, 0.0) / t2)
-        t = truth.to(model.dtype)
-        return float(torch.linalg.matrix_norm(model.product() - t) / torch.linalg.matrix_norm(t))
-
-
-@dataclass
-class TrainState:
-    """Resumable optimizer state of :func:`train_sparse` (iteration and momentum buffers)."""
-
-    iteration: int = 0
-    buffers: list[torch.Tensor | None] = field(default_factory=list)
-
-
-def train_sparse(
-    model: DeepFactorization,
-    operator: EntryObservation,
-    *,
-    lr: float,
-    max_iter: int = 1000,
-    weight_decay: float = 0.0,
-    momentum: float = 0.0,
-    tol: float | None = None,
-    target_error: float | None = None,
-    max_time: float | None = None,
-    truth: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
-    eval_every: int = 1,
-    callback: Callable[[int, DeepFactorization, float], bool | None] | None = None,
-    state: TrainState | None = None,
-    history: History | None = None,
-    progress: bool = False,
-) -> History:
-    """Full-batch GD on the observed entries: ``W ← W − η·mult·(∇ℓ + λW)`` with heavy-ball momentum.
-
-    The update is ``torch.optim.SGD``'s (``buf ← μ buf + g``, ``W ← W − η·mult·buf``), written out
-    so that its state can be checkpointed (``state``) and resumed to the same iterates. The loss is
-    ``operator.loss(model)`` (``SparseEntryObservation``: chunked, observed entries only).
-
-    Parameters are those of :func:`lowdim.training.train`; ``truth`` may also be a factor pair
-    ``(P, Q)`` (see :func:`relative_error`); ``callback(iteration, model, loss)`` runs after each
-    recorded iteration and stops training by returning ``True``; ``state``/``history`` continue a
-    previous run (both are updated in place).
-
-    Raises
-    ------
-    DivergenceError
-        On a non-finite loss; the message names the step size and suggests a smaller one.
-    """
-    from tqdm.auto import tqdm
-
-    operator.check_model(model)
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"the step size lr must be positive and finite, got {lr}")
-    if int(max_iter) != max_iter or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter}")
-    if weight_decay < 0 or not 0 <= momentum < 1:
-        raise ValueError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {weight_decay}, {momentum}")
-    if eval_every < 1:
-        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
-    params = list(model.factors)
-    mults = list(model.lr_multipliers)
-    if not any(m > 0 for m in mults):
-        raise ValueError("the model has no trainable factor (all learning-rate multipliers are 0)")
-    state = state if state is not None else TrainState()
-    if not state.buffers:
-        state.buffers = [None] * len(params)
-    history = history if history is not None else History()
-    scale = operator.scale()
-    start = time.perf_counter() - (history.seconds[-1] if history.seconds else 0.0)
-    eval_seconds = 0.0
-
-    def record(it: int, loss: float) -> float | None:
-        nonlocal eval_seconds
-        if history.iterations and history.iterations[-1] == it:
-            return history.error[-1] if history.error else None
-        history.iterations.append(it)
-        history.loss.append(loss)
-        history.seconds.append(time.perf_counter() - start - eval_seconds)
-        if truth is None:
-            return None
-        t0 = time.perf_counter()
-        err = relative_error(model, truth)
-        eval_seconds += time.perf_counter() - t0
-        history.error.append(err)
-        return err
-
-    bar = tqdm(total=max_iter, initial=state.iteration, disable=not progress, desc="fit", leave=False)
-    reason = "max_iter"
-    try:
-        while True:
-            it = state.iteration
-            for p in params:
-                p.grad = None
-            loss_t = operator.loss(model)
-            loss = float(loss_t.detach())
-            if not math.isfinite(loss):
-                raise DivergenceError(
-                    f"the loss became non-finite at iteration {it} with step size lr={lr:g}; "
-                    f"gradient descent diverged. Try a smaller step size, e.g. lr={lr / 4:g}."
-                )
-            last = it >= max_iter
-            converged = tol is not None and loss <= tol * scale
-            err = None
-            recorded = it % eval_every == 0 or last or converged
-            if recorded:
-                err = record(it, loss)
-            if converged:
-                reason = "tol"
-                break
-            if target_error is not None and err is not None and err <= target_error:
-                reason = "target_error"
-                break
-            if recorded and callback is not None and callback(it, model, loss):
-                reason = "callback"
-                break
-            if last:
-                break
-            if max_time is not None and time.perf_counter() - start - eval_seconds > max_time:
-                record(it, loss)
-                reason = "max_time"
-                break
-            loss_t.backward()
-            with torch.no_grad():
-                for i, (p, mult) in enumerate(zip(params, mults)):
-                    if mult <= 0 or p.grad is None:
-                        continue
-                    g = p.grad
-                    if weight_decay:
-                        g = g.add(p, alpha=weight_decay)
-                    if momentum:
-                        buf = state.buffers[i]
-                        if buf is None:
-                            buf = g.detach().clone()
-                        else:
-                            buf.mul_(momentum).add_(g)
-                        state.buffers[i] = buf
-                        g = buf
-                    p.add_(g, alpha=-lr * mult)
-            state.iteration = it + 1
-            bar.update(1)
-            if progress and state.iteration % 50 == 0:
-                bar.set_postfix(loss=f"{loss:.3e}")
-    finally:
-        bar.close()
-        for p in params:
-            p.grad = None
-    history.stop_reason = reason
-    return history
