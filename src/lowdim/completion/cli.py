@@ -2,12 +2,13 @@
 
 .. code-block:: bash
 
-    lowdim complete u.data                               # rank 10, 20% random test split
-    lowdim complete u1.base --test u1.test --rank 10 --out results/
+    lowdim complete u.data                               # rank bound 40, 20% random test split
+    lowdim complete u1.base --test u1.test --rank 20 --out results/
     lowdim complete ratings.csv --test-frac 0.1 --method spectral --max-time 60
 
 Defaults are tuned for ratings: spectral C-DLN (seed 000 Algorithm 1), depth 3, row/column biases,
-ε = 0.1, early stopping on 10% of the training ratings (see docs/completion.md).
+ε = 0.1, weight decay 0.03, rank bound 40, early stopping on 10% of the training ratings
+(see docs/completion.md).
 
 Writes to ``--out`` (default ``lowdim-complete``): ``predictions.csv`` (``row,col,value,prediction,
 split`` for every train and test entry), ``summary.json`` (settings, train/test RMSE and MAE,
@@ -42,7 +43,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("ratings", help="ratings file (e.g. MovieLens u.data or ratings.csv)")
-    p.add_argument("--rank", type=int, default=10, help="rank upper bound (default 10)")
+    p.add_argument("--rank", type=int, default=40,
+                   help="rank upper bound; over-estimating is fine, depth regularizes (default 40)")
     test = p.add_mutually_exclusive_group()
     test.add_argument("--test-frac", type=float, default=None,
                       help="random fraction of the ratings held out for testing (default 0.2)")
@@ -59,7 +61,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None,
                    help="step size in normalized units (default 0.1 spectral, 0.2 otherwise)")
     p.add_argument("--outer-ratio", type=float, default=None, help="γ (compressed) or α (spectral)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=0.03, help="λ of the GD update (default 0.03)")
     p.add_argument("--bias", default="both", choices=["none", "global", "row", "col", "both"])
     p.add_argument("--bias-reg", type=float, default=5.0)
     p.add_argument("--eval-every", type=int, default=2)
