@@ -12,7 +12,9 @@ from lowdim import (
     EntryObservation,
     FullObservation,
     GaussianSensing,
+    History,
     Regression,
+    TrainState,
     invariant_subspace_compression,
     narrow_factorization,
     spectral_compression,
@@ -163,3 +165,29 @@ def test_trajectory_pca_matches_sklearn():
     ours = trajectory_pca(traj, components=2)
     ref = PCA(n_components=2).fit_transform(np.stack([t.ravel() for t in traj]))
     np.testing.assert_allclose(np.abs(ours), np.abs(ref), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "momentum", "lr", "scale"),
+    [("gd", 0.0, 0.3, 1e-2), ("gd", 0.7, 0.1, 1e-2), ("adam", 0.0, 1e-2, 0.3)],
+)
+def test_gd_variants_fit_and_gd_resumes_exactly(optimizer, momentum, lr, scale):
+    """Momentum and Adam reach the target; a GD run split by a TrainState equals one run, bit for bit."""
+    op = FullObservation(low_rank_matrix(20, 20, 2, random_state=0))
+
+    def fresh():
+        return DeepFactorization([20, 20, 20, 20], scale=scale, random_state=1)
+
+    h = train(fresh(), op, lr=lr, momentum=momentum, optimizer=optimizer, max_iter=3000, tol=1e-8)
+    assert h.stop_reason == "tol"
+    if optimizer == "adam":
+        return
+    once = fresh()
+    train(once, op, lr=lr, momentum=momentum, max_iter=300)
+    split, state, hist = fresh(), TrainState(), History()
+    train(split, op, lr=lr, momentum=momentum, max_iter=120, state=state, history=hist)
+    assert state.iteration == 120 and (momentum == 0) == (state.buffers[0] is None)
+    train(split, op, lr=lr, momentum=momentum, max_iter=300, state=state, history=hist)
+    assert hist.iterations == list(range(301))
+    for a, b in zip(once.factors, split.factors):
+        assert torch.equal(a, b)

@@ -18,7 +18,7 @@ from .operators import (
     MeasurementOperator,
     Regression,
 )
-from .training import DivergenceError, History, recovery_error, train
+from .training import DivergenceError, History, TrainState, recovery_error, train
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ __all__ = [
     "History",
     "MeasurementOperator",
     "Regression",
+    "TrainState",
     "invariant_bases",
     "invariant_subspace_compression",
     "narrow_factorization",
