@@ -3,7 +3,8 @@
 MiniLM-L6 (or --model) with all 36 attention and feed-forward linears adapted (r = 8), batch
 16 × 128 tokens, AdamW.  The methods are timed alternately in one process; ``time_overhead`` is
 the median of the paired ratios of consecutive Deep LoRA / LoRA steps (robust to load drift);
-the one-off compression time of Deep LoRA is measured on one batch.  LoRA is lowdim's
+the one-off compression time of Deep LoRA is measured on one batch, after a warm-up
+forward/backward (the first pass of a process pays start-up costs).  LoRA is lowdim's
 ``LoRALinear`` (same code path as Deep LoRA); the ``peft`` LoRA is timed alongside for reference.
 
 Memory is the training-state footprint, counted exactly: parameters + gradients + AdamW states +
@@ -101,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     models["lora"], optims["lora"] = m, torch.optim.AdamW(param_groups(m, 1e-4))
     print(f"adapted layers: {len(names)}")
 
+    # The first forward/backward of a process pays one-off start-up costs; take them on the LoRA
+    # model so that the compression is timed warm, like the training steps it is compared with.
+    models["lora"](**batch).loss.backward()
+    models["lora"].zero_grad(set_to_none=True)
     m = load()
     prepare_model(m, DeepLoRAConfig(rank=args.rank, modules_to_save=("classifier",)))
     m.train()
