@@ -223,7 +223,6 @@ def train(
         if buf is not None:
             opt.state[p]["momentum_buffer"] = buf
 
-
     def sync_buffers() -> None:
         state.buffers = [opt.state[p].get("momentum_buffer") if p in opt.state else None for p in params]
 
