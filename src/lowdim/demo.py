@@ -93,7 +93,7 @@ def run_demo(
     lr = 0.5 / fraction if lr is None else lr
     problem = completion_problem(size, size, rank, fraction, random_state=seed)
     dense_op = problem.operator()
-    sparse_op = SparseEntryObservation(problem.rows, problem.cols, problem.values, problem.shape)
+    sparse_op = SparseEntryObservation.from_operator(dense_op)  # same entries, observed-only loss
     full = DeepFactorization([size] * (depth + 1), init="orthogonal", scale=scale, random_state=seed)
 
     t0 = time.perf_counter()

@@ -164,14 +164,6 @@ def observed_loss(
     )
 
 
-def _model_ends(model: DeepFactorization) -> tuple[torch.Tensor, torch.Tensor]:
-    if model.depth == 1:
-        w = model.factors[0]
-        return w, torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
-    left, right = model.split()
-    return left, right
-
-
 class SparseEntryObservation(EntryObservation):
     """:class:`~lowdim.EntryObservation` whose loss runs on the observed entries only, in chunks.
 
@@ -215,14 +207,14 @@ class SparseEntryObservation(EntryObservation):
 
     def loss(self, model: DeepFactorization) -> torch.Tensor:
         self.check_model(model)
-        left, right = _model_ends(model)
+        left, right = model.split()
         return observed_loss(
             left, right, self.rows, self.cols, self.y, self.weight, getattr(self, "_pattern", None)
         )
 
     def predict(self, model: DeepFactorization) -> torch.Tensor:
         self.check_model(model)
-        left, right = _model_ends(model)
+        left, right = model.split()
         return entries_chunked(left, right, self.rows, self.cols)
 
     def scale(self) -> float:
