@@ -26,9 +26,9 @@ import time
 import torch
 
 from lowdim import train
-from lowdim.completion import AltMin, implicit_invariant_compression
+from lowdim.completion import AltMin
 from lowdim.completion.sparse import SparseEntryObservation
-from lowdim.compression import narrow_factorization, spectral_compression
+from lowdim.compression import invariant_subspace_compression, narrow_factorization, spectral_compression
 from lowdim.datasets import completion_problem
 from lowdim.factorization import DeepFactorization
 
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     # compressed from the same full-width initialization (sparse path, explicit init)
     for name, gamma in (("compressed", 0.01), ("compressed_gamma0.15", 0.15), ("compressed_gamma0", 0.0)):
         t0 = time.perf_counter()
-        model = implicit_invariant_compression(op, r, 3, scale=eps, gamma=gamma, init=full)
+        model = invariant_subspace_compression(full, op, r, gamma=gamma)
         build = time.perf_counter() - t0
         store = {}
         snapshots[name] = store

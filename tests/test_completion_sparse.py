@@ -6,16 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from lowdim.completion.sparse import (
-    SignedPermutationInit,
-    SparseEntryObservation,
-    implicit_invariant_compression,
-    observed_loss,
-)
+from lowdim.completion.sparse import SparseEntryObservation, observed_loss
 from lowdim.compression import invariant_subspace_compression
 from lowdim.datasets import completion_problem
 from lowdim.factorization import DeepFactorization
-from lowdim.operators import EntryObservation
+from lowdim.initialization import ImplicitOrthogonalInit
 from lowdim.training import recovery_error, train
 
 
@@ -24,22 +19,20 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("shape", [(30, 45), (45, 30)])
-def test_implicit_compression_follows_dense_trajectory(shape):
-    """Virtual full-width init: implicit (svds on the sparse residual) = dense construction,
-    and GD from both stays within 1e-8 relative through the learning phase."""
+def test_virtual_init_compression_follows_explicit_trajectory(shape):
+    """Virtual full-width init (signed permutations, observed entries only) = the same init made
+    explicit and compressed densely; GD from both stays within 1e-8 relative through learning."""
     m, n = shape
     pb = completion_problem(m, n, 2, 0.4, random_state=1)
     op = pb.operator()
-    init = SignedPermutationInit((m, n), depth=3, scale=1e-2, random_state=3)
-    dense = invariant_subspace_compression(init.to_model(), op, 4, gamma=0.15)
-    sparse = implicit_invariant_compression(
-        op, 4, 3, scale=1e-2, gamma=0.15, init=init, svd_solver="arpack"
-    )
+    init = ImplicitOrthogonalInit((m, n), 3, 1e-2, block_size=1, random_state=3)
+    sop = SparseEntryObservation.from_operator(op)
+    dense = invariant_subspace_compression(init.to_model(), op, 4, gamma=0.15, svd="dense")
+    sparse = invariant_subspace_compression(init, sop, 4, gamma=0.15, svd="arpack")
     assert sparse.dims == dense.dims == [n, 8, 8, 8, 8, m]
     assert sparse.lr_multipliers == [0.15, 1.0, 1.0, 1.0, 0.15]
     with torch.no_grad():
         assert _rel(sparse.product(), dense.product()) < 1e-12
-    sop = SparseEntryObservation.from_operator(op)
     h_dense = train(dense, op, lr=1.0, max_iter=600)
     h_sparse = train(sparse, sop, lr=1.0, max_iter=600)
     # learning happened (the loss left the initial plateau) ...
@@ -48,37 +41,6 @@ def test_implicit_compression_follows_dense_trajectory(shape):
     np.testing.assert_allclose(h_sparse.loss, h_dense.loss, rtol=1e-8)
     with torch.no_grad():
         assert _rel(sparse.product(), dense.product()) < 1e-8
-
-
-def test_implicit_compression_with_explicit_model_matches_dense():
-    """A given (random orthogonal) full-width model: only matrix-vector products are used."""
-    pb = completion_problem(24, 36, 2, 0.5, random_state=2)
-    op = pb.operator()
-    full = DeepFactorization([36, 36, 36, 24], scale=1e-3, random_state=5)
-    dense = invariant_subspace_compression(full, op, 3, gamma=0.1)
-    for solver in ("arpack", "dense"):
-        sparse = implicit_invariant_compression(op, 3, init=full, gamma=0.1, svd_solver=solver)
-        with torch.no_grad():
-            assert _rel(sparse.product(), dense.product()) < 1e-10
-            # same subspaces (the bases may differ by a rotation inside them)
-            pv = sparse.factors[0].T @ sparse.factors[0]
-            dv = dense.factors[0].T @ dense.factors[0]
-            assert torch.allclose(pv, dv, atol=1e-10)
-
-
-def test_signed_permutation_init_is_epsilon_orthogonal():
-    for shape in [(5, 8), (8, 5)]:
-        init = SignedPermutationInit(shape, depth=3, scale=[0.1, 0.2, 0.3], random_state=0)
-        model = init.to_model()
-        for w, eps in zip(model.factors, [0.1, 0.2, 0.3]):
-            w = w.detach()
-            gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
-            assert torch.allclose(gram, eps**2 * torch.eye(gram.shape[0], dtype=w.dtype))
-        rows, cols = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-        q = init.q_entries(rows.ravel(), cols.ravel()).reshape(shape)
-        np.testing.assert_array_equal(q, init.q_dense())
-        x = np.random.default_rng(0).standard_normal((shape[1], 3))
-        np.testing.assert_allclose(init.q_matmul(x), init.q_dense() @ x)
 
 
 @pytest.mark.parametrize("use_pattern", [True, False])
@@ -114,17 +76,3 @@ def test_factored_recovery_error_equals_dense():
     model = DeepFactorization([50, 5, 5, 40], scale=0.7, random_state=1)
     dense = recovery_error(model, p @ q.T)
     assert abs(recovery_error(model, (p, q)) - dense) < 1e-10
-
-
-def test_implicit_compression_rejects_bad_input():
-    pb = completion_problem(10, 12, 2, 0.5, random_state=0)
-    op = pb.operator()
-    with pytest.raises(ValueError, match="d - 4r > 0|d - 2r > 0"):
-        implicit_invariant_compression(op, 5)
-    with pytest.raises(TypeError, match="EntryObservation"):
-        implicit_invariant_compression(object(), 2)
-    with pytest.raises(ValueError, match="gamma"):
-        implicit_invariant_compression(op, 2, gamma=-1.0)
-    with pytest.raises(ValueError, match="scales"):
-        SignedPermutationInit((10, 12), 3, scale=0.0)
-    assert isinstance(op, EntryObservation)

@@ -104,12 +104,14 @@ def test_proposition_2_2_gap_bound(scales, steps):
     history = train(
         small, op, lr=lr, max_iter=steps, callback=lambda t, m, l: traj_small.append(m.product().detach())
     )
-    bound = compression_gap_bound(D, R, scales)
+    bound = (D - 2 * R) * math.prod(e * e for e in scales)  # m ∏ε_l², m = d − 2r (Prop. 2.2)
+    assert compression_gap_bound(D, R, scales) == pytest.approx(bound, rel=1e-12)
     rho = rho_recursion(scales, lr, steps)
     gaps = np.array([float((a - b).square().sum()) for a, b in zip(traj_full, traj_small, strict=True)])
     predicted = (D - 2 * R) * np.prod(rho**2, axis=1)
     assert history.loss[-1] < 1e-4 * history.loss[0]
     assert np.all(gaps <= bound * (1 + 1e-6))
+    assert gaps[0] == pytest.approx(bound, rel=1e-6)  # the bound is attained at t = 0
     np.testing.assert_allclose(gaps, predicted, rtol=1e-6)
 
 

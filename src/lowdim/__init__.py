@@ -11,6 +11,7 @@ from .compression import (
     spectral_compression,
 )
 from .factorization import DeepFactorization
+from .initialization import ExplicitInit, FullWidthInit, ImplicitOrthogonalInit
 from .operators import (
     EntryObservation,
     FullObservation,
@@ -25,6 +26,9 @@ __version__ = "0.1.0"
 __all__ = [
     "DeepFactorization",
     "DivergenceError",
+    "ExplicitInit",
+    "FullWidthInit",
+    "ImplicitOrthogonalInit",
     "EntryObservation",
     "FullObservation",
     "GaussianSensing",

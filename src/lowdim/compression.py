@@ -17,11 +17,14 @@ measurements apply to every model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
-from .factorization import DeepFactorization
+from .factorization import DeepFactorization, _as_generator
+from .initialization import ExplicitInit, FullWidthInit, as_init
+from .linalg import LinearMap, compute_dtype, orthonormal_columns, qr_positive, top_singular
 from .operators import MeasurementOperator
 
 
@@ -37,45 +40,69 @@ def _check_rank(rank: int, dims: Sequence[int], factor: int, what: str) -> int:
     return int(rank)
 
 
-def _qr_positive(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Thin QR with a non-negative diagonal of R (unique, and ``Q = A/ε`` when ``AᵀA = ε²I``)."""
-    q, r = torch.linalg.qr(a)
-    signs = torch.sign(torch.diagonal(r))
-    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
-    return q * signs, r * signs[:, None]
+def _gradient(init: FullWidthInit, problem: MeasurementOperator | LinearMap) -> LinearMap:
+    if not isinstance(problem, (MeasurementOperator, LinearMap)):
+        raise TypeError(
+            "problem must be a MeasurementOperator or the end-to-end gradient as a LinearMap "
+            f"(lowdim.gradients), got {type(problem).__name__}"
+        )
+    if tuple(problem.shape) != tuple(init.shape):
+        raise ValueError(
+            f"the problem measures {problem.shape[0]}×{problem.shape[1]} matrices but the "
+            f"initialization produces {init.shape[0]}×{init.shape[1]} matrices"
+        )
+    return problem.gradient_at(init) if isinstance(problem, MeasurementOperator) else problem
 
 
-def input_basis(model: DeepFactorization, operator: MeasurementOperator, rank: int) -> torch.Tensor:
-    """``V_{1,1}``: an orthonormal basis (``n × 2r``) of ``S^⊥``, ``S = N(G_1) ∩ N(G_1ᵀ W_1(0))``.
+def compression_basis(
+    init: FullWidthInit,
+    gradient: LinearMap,
+    rank: int,
+    *,
+    svd: str = "auto",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``V_{1,1}``: orthonormal basis (``n × 2r``) of ``S^⊥``, ``S = N(G_1) ∩ N(G_1ᵀ W_1(0))``.
 
-    ``G_1 = ∇_{W_1} ℓ(Θ(0))`` (seed 003 Sec. 2.3). ``S^⊥ = range(G_1ᵀ) + range(W_1(0)ᵀ G_1)``; we
-    take the top-``r`` directions of each of the two blocks separately and orthonormalize them
-    together. (Stacking both blocks and keeping the top ``2r`` directions fails for completion: the
-    second block is ε times smaller and noise directions win.) For deep matrix factorization both
-    blocks lie exactly in the invariant subspace of Theorem 2.1, because the remaining part of
-    ``G_1ᵀG_1`` is a multiple of the identity.
+    Seed 003 Sec. 2.3 with ``G_1 = W_{L:2}(0)ᵀ E`` (chain rule, ``E`` the end-to-end gradient):
+    ``S^⊥ = range(G_1ᵀ) + range(W_1(0)ᵀ G_1)``. We take the top-``r`` right singular vectors of
+    ``G_1`` and the top-``r`` left singular vectors of ``W_1(0)ᵀ G_1 = W_{L:1}(0)ᵀ E`` separately
+    and orthonormalize them together (stacking both blocks and keeping the top ``2r`` directions
+    fails for completion: the second block is ε times smaller and noise directions win). For deep
+    matrix factorization both blocks lie exactly in the invariant subspace of Theorem 2.1. Both
+    operators are applied through products only, scaled by ``1/∏ε`` so they have unit scale.
     """
-    operator.check_model(model)
-    w = [torch.nn.Parameter(f.detach().clone()) for f in model.factors]
-    probe = DeepFactorization.from_factors(w, share=True)
-    (g1,) = torch.autograd.grad(operator.loss(probe), w[0])
-    w1 = w[0].detach()
-    _, _, vh = torch.linalg.svd(g1, full_matrices=False)
-    u2, _, _ = torch.linalg.svd(w1.T @ g1, full_matrices=False)
-    basis, _ = _qr_positive(torch.cat([vh[:rank].T, u2[:, :rank]], dim=1))
-    return basis
+    inner = math.prod(init.scales[1:])
+    g1 = LinearMap(  # G_1 = W_{L:2}ᵀ E, d_1 × n
+        (init.dims[1], init.dims[0]),
+        lambda x: init.chain_rmatmul(gradient.matmul(x), start=1),
+        lambda y: gradient.rmatmul(init.chain_matmul(y, start=1)),
+        gradient.dtype, gradient.device,
+    ).scaled(1.0 / inner)
+    second = LinearMap(  # W_1ᵀ G_1 = W_{L:1}ᵀ E, n × n
+        (init.dims[0], init.dims[0]),
+        lambda x: init.chain_rmatmul(gradient.matmul(x)),
+        lambda y: gradient.rmatmul(init.chain_matmul(y)),
+        gradient.dtype, gradient.device,
+    ).scaled(1.0 / (inner * init.scales[0]))
+    _, _, right = top_singular(g1, rank, method=svd, generator=generator)
+    left, _, _ = top_singular(second, rank, method=svd, generator=generator)
+    return orthonormal_columns(torch.cat([right, left], dim=1), generator)
 
 
 def invariant_subspace_compression(
-    model: DeepFactorization,
-    operator: MeasurementOperator,
+    init: DeepFactorization | FullWidthInit,
+    problem: MeasurementOperator | LinearMap,
     rank: int,
     *,
     gamma: float = 0.0,
+    svd: str = "auto",
+    random_state: int | torch.Generator | None = 0,
 ) -> DeepFactorization:
     r"""Compress a full-width factorization at initialization onto its invariant subspace.
 
-    Implements the recipe of seed 003 Sec. 2.3 (with the discrepant bases of Sec. 3, eq. 11):
+    The one compression engine of lowdim (seed 003 Sec. 2.3; Sec. 3 eq. 11 for the discrepant
+    rate; seed 004 Sec. 4.1; Deep LoRA, seed 003 Sec. 4.1):
 
     .. math::
 
@@ -84,27 +111,36 @@ def invariant_subspace_compression(
         f_C = U_{L,1}\, \widetilde W_L \cdots \widetilde W_1\, V_{1,1}^\top,\quad
         \widetilde W_l(0) = ε_l I_{2r}.
 
-    ``U_{l,1}`` is computed as the Q factor of ``W_l(0) V_{l,1}`` and ``W̃_l(0) = U_{l,1}ᵀ W_l(0) V_{l,1}``,
-    which is exactly the formula above for ε-orthogonal square factors and stays well defined for
-    rectangular ones (then it is the best approximation of ``W_l(0)`` on the subspace).
+    ``U_{l,1}`` is computed as the Q factor of ``W_l(0) V_{l,1}`` (sign-fixed QR) and
+    ``W̃_l(0) = U_{l,1}ᵀ W_l(0) V_{l,1}``, which is exactly the formula above for ε-orthogonal
+    square factors and stays well defined for rectangular ones (then ``W̃_l(0)`` is the best
+    approximation of ``W_l(0)`` on the subspace); every basis is orthonormal.
 
     Parameters
     ----------
-    model : DeepFactorization
-        The full-width factorization *at initialization* (typically ``init="orthogonal"``).
-    operator : MeasurementOperator
-        Defines the loss whose gradient at Θ(0) gives the subspace.
+    init : DeepFactorization or FullWidthInit
+        The full-width initialization Θ(0): an explicit model (typically ``init="orthogonal"``), or
+        an implicit one (:class:`~lowdim.initialization.ImplicitOrthogonalInit`) that is never formed.
+    problem : MeasurementOperator or LinearMap
+        The loss, through its end-to-end gradient at Θ(0) (:meth:`MeasurementOperator.gradient_at`;
+        observed entries only for completion), or that gradient itself (:mod:`lowdim.gradients`,
+        e.g. a layer's batch gradient ``δᵀX``).
     rank : int
-        ``r``: the compressed width is ``2r``; needs ``d − 2r > 0`` for every width ``d``.
+        ``r``: the compressed width is ``2r`` (Theorem 2.1); needs ``d − 2r > 0`` for every width.
     gamma : float, default=0.0
         Learning-rate ratio γ of the bases ``U_{L,1}``, ``V_{1,1}`` (0 freezes them, which is what
-        Prop. 2.2 of seed 003 covers; completion needs γ > 0, seed 003 Fig. 5).
+        Prop. 2.2 covers; completion and Deep LoRA need γ > 0, seed 003 Fig. 5).
+    svd : {"auto", "dense", "arpack", "randomized"}, default="auto"
+        How the top singular vectors are found (:func:`lowdim.linalg.top_singular`).
+    random_state : int or torch.Generator, default=0
+        Randomness of the randomized SVD and of basis completion when the gradient has rank < r.
 
     Returns
     -------
     DeepFactorization
         Depth ``L + 2``: factors ``[V_{1,1}ᵀ, W̃_1, …, W̃_L, U_{L,1}]`` with multipliers
-        ``[γ, 1, …, 1, γ]``; it trains ``4L r²`` numbers when γ = 0.
+        ``[γ, 1, …, 1, γ]``; it trains ``4L r²`` numbers when γ = 0. Float64 for float64 data,
+        float32 otherwise, on the gradient's device.
 
     Examples
     --------
@@ -117,15 +153,17 @@ def invariant_subspace_compression(
     >>> small.dims
     [20, 4, 4, 4, 4, 20]
     """
-    if not isinstance(model, DeepFactorization):
-        raise TypeError(f"model must be a DeepFactorization, got {type(model).__name__}")
-    rank = _check_rank(rank, model.dims, 2, "invariant-subspace compression")
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
-    v11 = input_basis(model, operator, rank)
+    init = as_init(init)
+    rank = _check_rank(rank, init.dims, 2, "invariant-subspace compression")
+    if not (gamma >= 0 and math.isfinite(gamma)):
+        raise ValueError(f"gamma must be a non-negative finite number, got {gamma!r}")
+    gradient = _gradient(init, problem)
+    dtype = compute_dtype(gradient.dtype)
+    gradient = LinearMap(gradient.shape, gradient.matmul, gradient.rmatmul, dtype, gradient.device)
+    v11 = compression_basis(init, gradient, rank, svd=svd, generator=_as_generator(random_state))
     v, cores = v11, []
-    for w in model.factors:
-        v, core = _qr_positive(w.detach() @ v)
+    for layer in range(init.depth):
+        v, core = qr_positive(init.matmul(layer, v))
         cores.append(core)
     return DeepFactorization.from_factors(
         [v11.T, *cores, v], lr_multipliers=[gamma] + [1.0] * len(cores) + [gamma]
@@ -145,7 +183,8 @@ def invariant_bases(
     if len(set(dims)) != 1:
         raise ValueError(f"complete invariant bases need a square model, got dims {dims}")
     rank = _check_rank(rank, dims, 2, "the invariant subspace decomposition")
-    v11 = input_basis(model, operator, rank)
+    init = ExplicitInit(model)
+    v11 = compression_basis(init, _gradient(init, operator), rank, svd="dense")
     q, _ = torch.linalg.qr(v11, mode="complete")
     v = torch.cat([v11, q[:, 2 * rank :]], dim=1)
     us, vs = [], []

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ._io import atomic_savefig, atomic_write_json
+from .compression import invariant_subspace_compression
 from .factorization import DeepFactorization
 from .training import History, train
 
@@ -85,7 +86,7 @@ def run_demo(
         ``iterations``, ``seconds``, ``error`` (final), ``iters_to_1e-3``, ``seconds_to_1e-3``,
         ``seconds_per_iter``, ``trainable`` (numbers trained) and ``history``.
     """
-    from .completion.sparse import SparseEntryObservation, implicit_invariant_compression
+    from .completion.sparse import SparseEntryObservation
     from .datasets import completion_problem
 
     if not 0 < fraction <= 1:
@@ -97,9 +98,7 @@ def run_demo(
     full = DeepFactorization([size] * (depth + 1), init="orthogonal", scale=scale, random_state=seed)
 
     t0 = time.perf_counter()
-    compressed = implicit_invariant_compression(
-        sparse_op, rank, depth, scale=scale, gamma=gamma, init=full
-    )
+    compressed = invariant_subspace_compression(full, sparse_op, rank, gamma=gamma)
     compress_seconds = time.perf_counter() - t0
     common = dict(lr=lr, max_iter=max_iter, target_error=target_error, truth=problem.truth,
                   eval_every=10, progress=progress)

@@ -26,6 +26,9 @@ import scipy.sparse.linalg
 import torch
 
 from .factorization import DeepFactorization
+from .gradients import dense_gradient, observed_gradient
+from .initialization import FullWidthInit
+from .linalg import LinearMap
 
 
 def _check_finite(name: str, t: torch.Tensor) -> None:
@@ -70,6 +73,16 @@ class MeasurementOperator(ABC):
         """Top-``k`` singular triplets ``(U, s, Vᵀ)`` of the surrogate (Algorithm 1 of seed 000)."""
         u, s, vh = torch.linalg.svd(self.surrogate(), full_matrices=False)
         return u[:, :k], s[:k], vh[:k]
+
+    def gradient_at(self, init: FullWidthInit) -> LinearMap:
+        """``E = ∇_W ½‖A(W) − y‖²`` at ``W = W_{L:1}(0)``: what the compression reads (seed 003 Sec. 2.3).
+
+        The default forms ``W_{L:1}(0)`` (dense problems are small) and differentiates
+        :meth:`apply`; :class:`EntryObservation` keeps it sparse.
+        """
+        w = init.product(self.y.dtype).to(self.y.device).requires_grad_(True)
+        (grad,) = torch.autograd.grad(0.5 * (self.apply(w) - self.y).square().sum(), w)
+        return dense_gradient(grad)
 
     def residual(self, model: DeepFactorization) -> torch.Tensor:
         """``A(W_{L:1}) − y``."""
@@ -206,6 +219,11 @@ class EntryObservation(MeasurementOperator):
     def predict(self, model: DeepFactorization) -> torch.Tensor:
         self.check_model(model)
         return model.entries(self.rows, self.cols)
+
+    def gradient_at(self, init: FullWidthInit) -> LinearMap:
+        """``E = P_Ω(W_{L:1}(0) − Φ)``: ``|Ω|`` non-zeros, never an ``m × n`` array."""
+        values = init.entries(self.rows, self.cols, torch.float64).to(self.y.device) - self.y.double()
+        return observed_gradient(self.rows, self.cols, values, self.shape)
 
     def sparse_surrogate(self) -> scipy.sparse.csr_matrix:
         """``Ω⊙Φ / p`` as a SciPy CSR matrix (no dense ``m × n`` array)."""

@@ -12,28 +12,12 @@ whose cost depends on the observed entries only:
   ``∇_A = Σ_ω r_ω e_i B[:, j]ᵀ`` and ``∇_B = Σ_ω r_ω A[i]ᵀ e_jᵀ``, accumulated with
   ``gather`` / ``index_add_`` over chunks of Ω: ``O(|Ω| k)`` time, ``O(chunk · k)`` extra memory;
   the rest of the chain backpropagates through ``O((m + n) k² + L k³)`` products.
-* **invariant-subspace compression without the full-width model**
-  (:func:`implicit_invariant_compression`). At ε-orthogonal initialization
-  ``W_l(0) = ε_l Q_l`` the residual is ``R = P_Ω(W_{L:1}(0) − Φ)`` (sparse, ``|Ω|`` entries) and
-  ``G_1 = ∇_{W_1}ℓ(Θ(0)) = W_{L:2}(0)ᵀ R``. The recipe of seed 003 Sec. 2.3 needs
-  ``S^⊥ = range(G_1ᵀ) + range(W_1(0)ᵀ G_1)``: we take the top-``r`` directions of each block
-  separately (see :func:`lowdim.compression.input_basis`) —
-
-  - block 1 = top-``r`` right singular vectors of ``G_1``; when ``Q_{L:2}`` has orthonormal rows
-    (``G_1ᵀG_1 = c² RᵀR``) these are the top right singular vectors of ``R``;
-  - block 2 = top-``r`` left singular vectors of ``W_1(0)ᵀG_1 = c ε_1 Q_{L:1}ᵀ R``; when
-    ``Q_{L:1}ᵀ`` is an isometry these are ``Q_{L:1}ᵀ U_r`` for the top left singular vectors
-    ``U_r`` of ``R``;
-
-  then ``V_{1,1} = orth[block 1, block 2]`` and, layer by layer, ``U_{l,1} R_l = W_l(0) V_{l,1}``
-  (thin QR), ``V_{l+1,1} = U_{l,1}``, ``W̃_l(0) = R_l`` (``= ε_l I`` for ε-orthogonal factors,
-  seed 003 Sec. 2.3). Only the action of the orthogonal product ``Q_{L:1} = W_{L:1}(0)/∏ε_l`` on
-  ``2r`` vectors and its entries on Ω are needed. By default the full-width initialization is a
-  *virtual* one (:class:`SignedPermutationInit`: identity layers and one random signed
-  (partial) permutation, a legitimate ε-orthogonal full-width initialization that costs ``O(m + n)``
-  to apply); an explicit :class:`~lowdim.DeepFactorization` can be given instead, which reproduces
-  :func:`lowdim.compression.invariant_subspace_compression` exactly (tests: same trajectory).
-  Truncated SVDs use ``scipy.sparse.linalg.svds`` on the sparse ``R`` (ARPACK, ``tol=0``).
+* **invariant-subspace compression without the full-width model**: the one engine,
+  :func:`lowdim.invariant_subspace_compression`, reads the gradient at initialization through
+  :meth:`~lowdim.EntryObservation.gradient_at` (the sparse residual ``P_Ω(W_{L:1}(0) − Φ)``) and a
+  virtual full-width initialization
+  (:class:`~lowdim.initialization.ImplicitOrthogonalInit` with ``block_size=1``: random signed
+  permutations, ``O(m + n)`` per vector), so nothing ``m × n`` or ``d × d`` is ever formed.
 * **spectral compression** reuses :func:`lowdim.compression.spectral_compression`, whose
   surrogate SVD is already sparse for :class:`~lowdim.EntryObservation`.
 
@@ -44,23 +28,15 @@ its loss and gradients touch the observed entries only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse
-import scipy.sparse.linalg
 import torch
 
-from ..compression import _check_rank, _qr_positive
 from ..factorization import DeepFactorization
 from ..operators import EntryObservation
 
-__all__ = [
-    "SparseEntryObservation",
-    "observed_loss",
-    "SignedPermutationInit",
-    "implicit_invariant_compression",
-]
+__all__ = ["SparseEntryObservation", "entries_chunked", "observed_loss"]
 
 #: Entries per chunk times width in the sparse kernels (bounds the temporary memory).
 _CHUNK_ELEMENTS = 1 << 18  # 2 MiB float64 temporaries: cache-sized, no page-fault churn
@@ -220,15 +196,6 @@ class SparseEntryObservation(EntryObservation):
     def scale(self) -> float:
         return 0.5 * self.weight * float(self.y.square().sum())
 
-    def residual_matrix(self, model: DeepFactorization | None = None) -> scipy.sparse.csr_matrix:
-        """``P_Ω(W_{L:1} − Φ)`` (or ``−P_Ω(Φ)`` without a model) as SciPy CSR, float64."""
-        with torch.no_grad():
-            pred = self.predict(model) if model is not None else torch.zeros_like(self.y)
-            data = (pred - self.y).double().cpu().numpy()
-        return scipy.sparse.csr_matrix(
-            (data, (self.rows.cpu().numpy(), self.cols.cpu().numpy())), shape=self.shape
-        )
-
 
 def entries_chunked(
     left: torch.Tensor, right: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
@@ -241,249 +208,3 @@ def entries_chunked(
             rs, cs = rows[s:e], cols[s:e]
             out[s:e] = (torch.index_select(left, 0, rs) * torch.index_select(bt, 0, cs)).sum(dim=1)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Implicit full-width initializations
-# ---------------------------------------------------------------------------------------------
-
-
-class SignedPermutationInit:
-    """A virtual ε-orthogonal full-width initialization applied in ``O(m + n)`` per vector.
-
-    The full-width model has dims ``[n, d, …, d, m]`` with ``d = max(m, n)``. Every factor is
-    ``ε_l I_d`` except one, ``ε_l Q``, where ``Q`` is a random signed (partial) permutation:
-    ``Q[i, π(i)] = s_i`` (``m ≤ n``: the last factor, ``Q Qᵀ = I_m``) or ``Q[π(j), j] = s_j``
-    (``m > n``: the first factor, ``QᵀQ = I_n``). So every ``W_l(0)`` satisfies eq. 3 of seed 003
-    (eq. 3–4 of seed 000 for the rectangular end factor), ``Q_{L:2}`` has orthonormal rows, and
-    :meth:`to_model` materializes the same initialization as a :class:`~lowdim.DeepFactorization`
-    for small problems.
-    """
-
-    def __init__(
-        self,
-        shape: tuple[int, int],
-        depth: int,
-        scale: float | Sequence[float] = 1e-3,
-        random_state: int | None = None,
-    ) -> None:
-        m, n = (int(s) for s in shape)
-        if int(depth) != depth or depth < 1:
-            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-        scales = [float(scale)] * depth if np.isscalar(scale) else [float(s) for s in scale]
-        if len(scales) != depth or any(not (s > 0 and math.isfinite(s)) for s in scales):
-            raise ValueError(f"need {depth} positive finite scales, got {scale!r}")
-        rng = np.random.default_rng(random_state)
-        self.shape, self.depth, self.scales = (m, n), int(depth), scales
-        self.width = max(m, n)
-        k = min(m, n)
-        # wide (m <= n): Q[i, perm[i]] = sign[i], i < m ; tall: Q[perm[j], j] = sign[j], j < n
-        self.perm = rng.permutation(max(m, n))[:k]
-        self.sign = rng.choice(np.array([-1.0, 1.0]), size=k)
-        self.wide = m <= n
-        self.q_layer = depth - 1 if self.wide else 0  # 0-based index of the factor holding Q
-
-    # dense pieces (small problems / tests) ---------------------------------------------------
-    def q_dense(self) -> np.ndarray:
-        m, n = self.shape
-        q = np.zeros((m, n))
-        k = len(self.perm)
-        if self.wide:
-            q[np.arange(k), self.perm] = self.sign
-        else:
-            q[self.perm, np.arange(k)] = self.sign
-        return q
-
-    def to_model(self, dtype: torch.dtype = torch.float64) -> DeepFactorization:
-        """The explicit full-width :class:`~lowdim.DeepFactorization` (``O(d²)`` memory)."""
-        m, n = self.shape
-        d = self.width
-        factors = []
-        for l in range(self.depth):
-            rows_l = m if l == self.depth - 1 else d
-            cols_l = n if l == 0 else d
-            if l == self.q_layer:  # m×n: the last factor (m <= n = d) or the first (n < m = d)
-                w = self.q_dense()
-            else:
-                w = np.eye(rows_l, cols_l)
-            factors.append(torch.as_tensor(self.scales[l] * w, dtype=dtype))
-        return DeepFactorization.from_factors(factors)
-
-    # implicit actions ---------------------------------------------------------------------
-    def q_matmul(self, x: np.ndarray) -> np.ndarray:
-        """``Q x`` for ``x`` of shape ``(n, k)``."""
-        m, _ = self.shape
-        out = np.zeros((m, x.shape[1]))
-        if self.wide:
-            out[:] = self.sign[:, None] * x[self.perm]
-        else:
-            out[self.perm] = self.sign[:, None] * x
-        return out
-
-    def q_entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """``Q[rows, cols]``."""
-        m, n = self.shape
-        k = len(self.perm)
-        if self.wide:  # row i < m has its entry at column perm[i]
-            hit = self.perm[rows] == cols
-            return np.where(hit, self.sign[rows], 0.0)
-        inv = np.full(m, -1)
-        inv[self.perm] = np.arange(k)
-        j = inv[rows]
-        return np.where(j == cols, self.sign[np.clip(j, 0, None)], 0.0)
-
-    def q_transpose_rows(self, r: scipy.sparse.csr_matrix) -> scipy.sparse.csr_matrix:
-        """``Qᵀ R`` for a sparse ``m × n`` matrix ``R`` (a signed selection of rows)."""
-        m, n = self.shape
-        k = len(self.perm)
-        if self.wide:  # Qᵀ is n×m with Qᵀ[perm[i], i] = sign[i]
-            qt = scipy.sparse.csr_matrix((self.sign, (self.perm, np.arange(k))), shape=(n, m))
-        else:  # Qᵀ[j, perm[j]] = sign[j]
-            qt = scipy.sparse.csr_matrix((self.sign, (np.arange(k), self.perm)), shape=(n, m))
-        return (qt @ r).tocsr()
-
-    def layer_matmul(self, l: int, v: np.ndarray) -> np.ndarray:
-        """``W_l(0) v`` for the 0-based layer ``l`` (identity layers keep their vectors)."""
-        if l == self.q_layer:
-            return self.scales[l] * self.q_matmul(v)
-        return self.scales[l] * v
-
-
-def _top_singular(op, k: int, solver: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-``k`` singular triplets (descending) of a sparse matrix / LinearOperator / ndarray."""
-    shape = op.shape
-    small = min(shape)
-    use_dense = solver == "dense" or k >= small - 1 or (solver == "auto" and shape[0] * shape[1] <= 250_000)
-    if use_dense:
-        if isinstance(op, scipy.sparse.linalg.LinearOperator):
-            dense = op.matmat(np.eye(shape[1]))
-        elif scipy.sparse.issparse(op):
-            dense = op.toarray()
-        else:
-            dense = np.asarray(op)
-        u, s, vh = np.linalg.svd(dense, full_matrices=False)
-        return u[:, :k], s[:k], vh[:k]
-    if solver not in ("arpack", "auto"):
-        raise ValueError(f"svd_solver must be 'auto', 'arpack' or 'dense', got {solver!r}")
-    v0 = np.random.default_rng(seed).standard_normal(small)
-    u, s, vh = scipy.sparse.linalg.svds(op, k=k, tol=0, v0=v0, solver="arpack")
-    order = np.argsort(-s)
-    return u[:, order], s[order], vh[order]
-
-
-def implicit_invariant_compression(
-    operator: EntryObservation,
-    rank: int,
-    depth: int = 3,
-    *,
-    scale: float | Sequence[float] = 1e-3,
-    gamma: float = 0.0,
-    init: DeepFactorization | SignedPermutationInit | None = None,
-    random_state: int | None = None,
-    svd_solver: str = "auto",
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str | None = None,
-) -> DeepFactorization:
-    r"""Invariant-subspace compression (seed 003 Sec. 2.3 and eq. 11) from the observed entries only.
-
-    Builds the same model as :func:`lowdim.compression.invariant_subspace_compression` —
-    ``[V_{1,1}ᵀ, W̃_1, …, W̃_L, U_{L,1}]`` with learning-rate multipliers ``[γ, 1, …, 1, γ]`` — but
-    never forms an ``m × n`` matrix or a full-width factor: the gradient ``G_1`` enters only through
-    truncated SVDs of the sparse residual ``R = P_Ω(W_{L:1}(0) − Φ)`` (see the module docstring).
-
-    Parameters
-    ----------
-    operator : EntryObservation
-        The observed entries.
-    rank : int
-        ``r`` (rank upper bound); the compressed width is ``2r``, which needs ``min(m, n) − 2r > 0``.
-    depth : int, default=3
-        Depth ``L`` of the (virtual) full-width factorization.
-    scale : float or sequence, default=1e-3
-        ``ε`` or ``(ε_l)`` of the full-width initialization.
-    gamma : float, default=0.0
-        Learning-rate ratio of the bases (seed 003 eq. 11; completion needs γ > 0, Fig. 5).
-    init : DeepFactorization or SignedPermutationInit, optional
-        The full-width initialization Θ(0). Default: a :class:`SignedPermutationInit` drawn with
-        ``random_state``. With an explicit model (``d`` wide, small problems only) the result
-        equals the dense construction.
-    svd_solver : {"auto", "arpack", "dense"}, default="auto"
-        ``"arpack"``: ``scipy.sparse.linalg.svds`` with ``tol=0``; ``"dense"``: LAPACK on the dense
-        residual (tests only); ``"auto"``: dense below 250 000 entries, else ARPACK.
-
-    Returns
-    -------
-    DeepFactorization
-        Dims ``[n, 2r, …, 2r, m]`` (depth ``L + 2``).
-    """
-    if not isinstance(operator, EntryObservation):
-        raise TypeError(
-            f"operator must be an EntryObservation (observed entries), got {type(operator).__name__}"
-        )
-    m, n = operator.shape
-    rank = _check_rank(rank, [m, n], 2, "invariant-subspace compression")
-    if not (gamma >= 0 and math.isfinite(gamma)):
-        raise ValueError(f"gamma must be >= 0 and finite, got {gamma}")
-    rows = operator.rows.cpu().numpy()
-    cols = operator.cols.cpu().numpy()
-    y = operator.y.detach().double().cpu().numpy()
-    if init is None:
-        init = SignedPermutationInit((m, n), depth, scale, random_state=random_state)
-    if isinstance(init, SignedPermutationInit):
-        if init.shape != (m, n):
-            raise ValueError(f"init is for a {init.shape} matrix, the observations are {m}×{n}")
-        prod_eps = float(np.prod(init.scales))
-        pred0 = prod_eps * init.q_entries(rows, cols)
-        resid = scipy.sparse.csr_matrix((pred0 - y, (rows, cols)), shape=(m, n))
-        # block 1: Q_{L:2} has orthonormal rows, so G_1ᵀG_1 ∝ RᵀR
-        u, _, vh = _top_singular(resid, rank, svd_solver)
-        block1 = vh.T
-        if init.wide:  # Qᵀ is an isometry: left singular vectors of QᵀR are Qᵀ U_r
-            block2 = init.q_transpose_rows(scipy.sparse.csr_matrix(u)).toarray()
-        else:
-            block2, _, _ = _top_singular(init.q_transpose_rows(resid), rank, svd_solver)
-        layers = [lambda v, l=l: init.layer_matmul(l, v) for l in range(init.depth)]
-    elif isinstance(init, DeepFactorization):
-        operator.check_model(init)
-        with torch.no_grad():
-            w = [f.detach().double().cpu() for f in init.factors]
-            model64 = DeepFactorization.from_factors(w)
-            tail = model64.product(2).numpy() if init.depth > 1 else np.eye(m)  # W_{L:2}, m×d_1
-            w1 = w[0].numpy()
-            full = tail @ w1  # W_{L:1}(0): an explicit model is small enough to hold m×n
-            resid = scipy.sparse.csr_matrix((full[rows, cols] - y, (rows, cols)), shape=(m, n))
-        # Singular vectors do not depend on positive scalings; normalizing the ε-small operators
-        # keeps ARPACK's convergence test (relative to machine precision) meaningful.
-        tail = tail / max(np.linalg.norm(tail) / math.sqrt(min(tail.shape)), 1e-300)
-        w1 = w1 / max(np.linalg.norm(w1) / math.sqrt(min(w1.shape)), 1e-300)
-        d1 = w1.shape[0]
-        g1 = scipy.sparse.linalg.LinearOperator(  # G_1 = W_{L:2}ᵀ R  (d_1 × n)
-            (d1, n), matvec=lambda x: tail.T @ (resid @ x), rmatvec=lambda x: resid.T @ (tail @ x),
-            matmat=lambda x: tail.T @ (resid @ x), rmatmat=lambda x: resid.T @ (tail @ x),
-            dtype=np.float64,
-        )
-        _, _, vh = _top_singular(g1, rank, svd_solver)
-        block1 = vh.T
-        full = full / max(np.linalg.norm(full) / math.sqrt(min(full.shape)), 1e-300)
-        b2 = scipy.sparse.linalg.LinearOperator(  # W_1ᵀ G_1 = W_{L:1}ᵀ R  (n × n)
-            (n, n), matvec=lambda x: full.T @ (resid @ x), rmatvec=lambda x: resid.T @ (full @ x),
-            matmat=lambda x: full.T @ (resid @ x), rmatmat=lambda x: resid.T @ (full @ x),
-            dtype=np.float64,
-        )
-        block2, _, _ = _top_singular(b2, rank, svd_solver)
-        layers = [lambda v, wl=wl: wl.numpy() @ v for wl in w]
-    else:
-        raise TypeError(
-            f"init must be a DeepFactorization or SignedPermutationInit, got {type(init).__name__}"
-        )
-    basis, _ = _qr_positive(torch.as_tensor(np.concatenate([block1, block2], axis=1)))
-    v = basis
-    cores = []
-    for apply in layers:
-        v, core = _qr_positive(torch.as_tensor(apply(v.numpy())))
-        cores.append(core)
-    factors = [basis.T, *cores, v]
-    factors = [f.to(dtype=dtype, device=device).contiguous() for f in factors]
-    return DeepFactorization.from_factors(
-        factors, lr_multipliers=[gamma] + [1.0] * len(cores) + [gamma]
-    )
