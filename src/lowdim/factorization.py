@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .linalg import qr_positive
+
 INITS = ("orthogonal", "normal", "uniform")
 
 
@@ -84,8 +86,7 @@ def init_factor(
     if init == "orthogonal":
         tall = rows >= cols
         gauss = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
-        q, r = torch.linalg.qr(gauss)
-        q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))
+        q, _ = qr_positive(gauss)
         w = q if tall else q.T
         return (scale * w).to(dtype)
     std = scale / math.sqrt(max(rows, cols))

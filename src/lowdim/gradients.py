@@ -51,7 +51,7 @@ def observed_gradient(
         return torch.as_tensor(np.ascontiguousarray(out)).to(x.device, x.dtype)
 
     return LinearMap(tuple(shape), lambda x: apply(mat, x), lambda y: apply(mat_t, y),
-                     torch.float64, values.device)
+                     values.dtype, values.device)
 
 
 def layer_gradient(inputs: torch.Tensor, grad_outputs: torch.Tensor) -> LinearMap:

@@ -21,14 +21,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
-import scipy.sparse
-import scipy.sparse.linalg
 import torch
 
 from .factorization import DeepFactorization
 from .gradients import dense_gradient, observed_gradient
 from .initialization import FullWidthInit
-from .linalg import LinearMap
+from .linalg import LinearMap, top_singular
 
 
 def _check_finite(name: str, t: torch.Tensor) -> None:
@@ -71,8 +69,12 @@ class MeasurementOperator(ABC):
 
     def top_singular(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-``k`` singular triplets ``(U, s, Vᵀ)`` of the surrogate (Algorithm 1 of seed 000)."""
-        u, s, vh = torch.linalg.svd(self.surrogate(), full_matrices=False)
-        return u[:, :k], s[:k], vh[:k]
+        u, s, v = top_singular(self.surrogate_map(), k)
+        return u, s, v.T
+
+    def surrogate_map(self) -> LinearMap:
+        """The surrogate as a :class:`~lowdim.linalg.LinearMap` (sparse where the operator is)."""
+        return dense_gradient(self.surrogate())
 
     def gradient_at(self, init: FullWidthInit) -> LinearMap:
         """``E = ∇_W ½‖A(W) − y‖²`` at ``W = W_{L:1}(0)``: what the compression reads (seed 003 Sec. 2.3).
@@ -225,26 +227,14 @@ class EntryObservation(MeasurementOperator):
         values = init.entries(self.rows, self.cols, torch.float64).to(self.y.device) - self.y.double()
         return observed_gradient(self.rows, self.cols, values, self.shape)
 
-    def sparse_surrogate(self) -> scipy.sparse.csr_matrix:
-        """``Ω⊙Φ / p`` as a SciPy CSR matrix (no dense ``m × n`` array)."""
-        data = (self.y / self.fraction).cpu().numpy()
-        return scipy.sparse.csr_matrix(
-            (data, (self.rows.cpu().numpy(), self.cols.cpu().numpy())), shape=self.shape
-        )
-
     def surrogate(self) -> torch.Tensor:
         out = torch.zeros(self.shape, dtype=self.y.dtype, device=self.y.device)
         out[self.rows, self.cols] = self.y / self.fraction
         return out
 
-    def top_singular(self, k: int):
-        """Top-``k`` singular triplets of ``Ω⊙Φ/p`` by a sparse truncated SVD (``svds``)."""
-        if k >= min(self.shape) - 1:
-            return super().top_singular(k)
-        u, s, vh = scipy.sparse.linalg.svds(self.sparse_surrogate(), k=k, random_state=0)
-        order = np.argsort(-s)
-        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=self.y.dtype)  # noqa: E731
-        return as_t(u[:, order]), as_t(s[order]), as_t(vh[order])
+    def surrogate_map(self) -> LinearMap:
+        """``Ω⊙Φ / p`` as a sparse product (its truncated SVD never forms the ``m × n`` array)."""
+        return observed_gradient(self.rows, self.cols, self.y / self.fraction, self.shape)
 
 
 class GaussianSensing(MeasurementOperator):

@@ -2,8 +2,8 @@
 
 * :class:`DeepMatrixCompletion` — the scikit-learn estimator (compressed, spectral, full, narrow);
 * :class:`AltMin`, :class:`SoftImpute`, :class:`BurerMonteiro` — baselines, same interface;
-* :mod:`lowdim.completion.sparse` — the observed-entry loss (compression: :func:`lowdim.invariant_subspace_compression`
-  with an :class:`~lowdim.ImplicitOrthogonalInit`).
+* :mod:`lowdim.completion.sparse` — the observed-entry loss (the compression is
+  :func:`lowdim.invariant_subspace_compression` with an :class:`~lowdim.ImplicitOrthogonalInit`).
 
 See ``docs/completion.md``.
 """
