@@ -191,3 +191,45 @@ def test_gd_variants_fit_and_gd_resumes_exactly(optimizer, momentum, lr, scale):
     assert hist.iterations == list(range(301))
     for a, b in zip(once.factors, split.factors):
         assert torch.equal(a, b)
+
+
+def test_history_and_train_state_round_trip_through_dicts():
+    """History → dict → History is equal (and JSON-serializable); a GD run with momentum resumed
+    from a TrainState that went through to_dict/from_dict (and safetensors) equals one run, bit for bit."""
+    import json
+
+    from safetensors.torch import load, save
+
+    truth = low_rank_matrix(12, 12, 2, random_state=0)
+    op = FullObservation(truth)
+
+    def fresh():
+        return DeepFactorization([12, 12, 12, 12], scale=1e-1, random_state=3)
+
+    kw = dict(lr=0.2, momentum=0.6, weight_decay=1e-3)
+    once = fresh()
+    ref = train(once, op, max_iter=90, eval_every=10, truth=truth, **kw)
+
+    split, state, hist = fresh(), TrainState(), History()
+    train(split, op, max_iter=40, eval_every=10, truth=truth, state=state, history=hist, **kw)
+    assert all(b is not None for b in state.buffers)
+    hist2 = History.from_dict(json.loads(json.dumps(hist.to_dict())))
+    assert hist2 == hist and hist2 is not hist
+    meta, tensors = state.to_dict()
+    assert set(tensors) == {f"buffer.{i}" for i in range(3)}
+    assert all(t.is_contiguous() and t.device.type == "cpu" for t in tensors.values())
+    assert tensors["buffer.0"].data_ptr() != state.buffers[0].data_ptr()  # copies, not views
+    state2 = TrainState.from_dict(json.loads(json.dumps(meta)), load(save(tensors)))
+    assert state2.iteration == state.iteration == 40
+    for a, b in zip(state2.buffers, state.buffers):
+        assert torch.equal(a, b)
+    train(split, op, max_iter=90, eval_every=10, truth=truth, state=state2, history=hist2, **kw)
+    for a, b in zip(once.factors, split.factors):
+        assert torch.equal(a, b)
+    assert hist2.iterations == ref.iterations and hist2.loss == ref.loss
+    assert hist2.error == ref.error and hist2.stop_reason == ref.stop_reason == "max_iter"
+    # a state without buffers (plain GD, or a frozen factor) keeps its None entries
+    empty = TrainState(iteration=5, buffers=[None, torch.ones(2), None])
+    back = TrainState.from_dict(*empty.to_dict())
+    assert back.iteration == 5 and back.buffers[0] is None and back.buffers[2] is None
+    assert torch.equal(back.buffers[1], torch.ones(2))

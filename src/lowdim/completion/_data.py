@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 
+from .._validation import check_choice
+
 DUPLICATE_POLICIES = ("error", "mean", "last")
 
 
@@ -66,8 +68,7 @@ def _positions(idx, name: str) -> np.ndarray:
 
 
 def _dedupe(rows, cols, values, n_cols: int, policy: str):
-    if policy not in DUPLICATE_POLICIES:
-        raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {policy!r}")
+    check_choice("duplicates", policy, DUPLICATE_POLICIES)
     flat = rows.astype(np.int64) * int(n_cols) + cols
     uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
     if uniq.size == flat.size:

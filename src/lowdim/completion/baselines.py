@@ -28,6 +28,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
+from .._validation import check_int, check_nonnegative
 from ..compression import narrow_factorization
 from .estimator import CompletionEstimator, DeepMatrixCompletion
 
@@ -35,8 +36,7 @@ __all__ = ["AltMin", "SoftImpute", "BurerMonteiro"]
 
 
 def _check_rank(rank, shape, name="rank"):
-    if not isinstance(rank, (int, np.integer)) or rank < 1:
-        raise ValueError(f"{name} must be a positive integer, got {rank!r}")
+    check_int(name, rank, 1)
     if rank >= min(shape):
         raise ValueError(f"{name}={rank} must be smaller than min(m, n) = {min(shape)}")
 
@@ -99,8 +99,7 @@ class AltMin(CompletionEstimator):
         t0 = time.perf_counter()
         obs, (r, c, v), _ = self._prepare(X, y, shape)
         _check_rank(self.rank, obs.shape)
-        if not self.reg >= 0:
-            raise ValueError(f"reg must be >= 0, got {self.reg!r}")
+        check_nonnegative("reg", self.reg)
         m, n = obs.shape
         p = v.size / (m * n)
         k = int(self.rank)
@@ -197,8 +196,7 @@ class SoftImpute(CompletionEstimator):
         t0 = time.perf_counter()
         obs, (r, c, v), _ = self._prepare(X, y, shape)
         _check_rank(self.max_rank, obs.shape, "max_rank")
-        if not self.shrinkage >= 0:
-            raise ValueError(f"shrinkage must be >= 0, got {self.shrinkage!r}")
+        check_nonnegative("shrinkage", self.shrinkage)
         m, n = obs.shape
         k = int(self.max_rank)
         y_sp = scipy.sparse.csr_matrix((v, (r, c)), shape=(m, n))

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import atomic_savefig, atomic_write_text
+from .._validation import check_fraction
 
 __all__ = ["register", "run"]
 
@@ -79,8 +80,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _split(df: pd.DataFrame, frac: float, seed: int):
-    if not 0 < frac < 1:
-        raise ValueError(f"--test-frac must be in (0, 1), got {frac}")
+    check_fraction("--test-frac", frac)
     perm = np.random.default_rng(seed).permutation(len(df))
     n_test = int(round(frac * len(df)))
     if n_test < 1 or n_test >= len(df):

@@ -23,14 +23,37 @@ Data normalization (why the defaults work on any rating scale)
    alternating means (the "baseline predictors" of Koren 2008) and subtracted.
 2. The residual values are divided by ``s = σ_max(P_Ω(Y − b)) / p`` with ``p = |Ω| / (m n)``, so the
    surrogate ``Ω⊙Y/p`` of the normalized data has largest singular value 1 — the scale the
-   papers' synthetic problems have up to a constant. The discrepant ratio that reproduces the
-   full-width dynamics grows like ``scale^(2/3)`` (γ = 0.01 at ``σ_max ≈ 63`` in seed 003 is
-   γ ≈ 0.15 at ``σ_max = 1``), so fixing the scale fixes good defaults.
+   papers' synthetic problems have up to a constant. Fixing the scale fixes good step sizes and a
+   good default γ (below).
 3. The loss is ``(1/p) · ½ Σ_Ω (W_ij − Y'_ij)²``: with the ``1/p`` weight, the step size no longer
    depends on the observed fraction (``learning_rate = 0.5`` here is ``η = 2.5`` of the summed loss
    at ``p = 0.2``).
 
 Predictions are mapped back: ``Ŷ_ij = b_ij + s · W_ij``.
+
+The default γ and how it depends on the scale and the depth
+-----------------------------------------------------------
+The compressed model is ``f = U W̃_L ⋯ W̃_1 Vᵀ`` with orthonormal bases ``U, V`` trained at step
+``γη`` and ``2r × 2r`` cores ``W̃_l`` (initialized at ``ε``) trained at ``η``, on
+``ℓ_s = ½‖A(f) − sΦ‖²``. Substitute ``W̃_l = s^{1/L} W̃'_l`` (``U``, ``V`` unchanged): then
+``f = s f'`` with ``f' = U W̃'_L ⋯ W̃'_1 Vᵀ`` and ``ℓ_s = s² ℓ_1(f')``, so
+
+* ``∇_{W̃_l} ℓ_s = s^{2 − 1/L} ∇_{W̃'_l} ℓ_1`` and the core update ``W̃_l ← W̃_l − η∇`` reads
+  ``W̃'_l ← W̃'_l − η s^{2 − 2/L} ∇_{W̃'_l} ℓ_1``, from ``W̃'_l(0) = ε / s^{1/L}``;
+* ``∇_U ℓ_s = s² ∇_U ℓ_1`` (likewise for ``V``): the bases move at step ``γη s²``.
+
+Training on ``sΦ`` is therefore training on ``Φ`` with core step ``η' = η s^{2 − 2/L}``,
+initialization ``ε / s^{1/L}`` and bases at ``γη s² = γ' η'`` with the effective ratio
+``γ' = γ · s^{2/L}`` (the full-width reference transforms the same way, all factors at ``η'``).
+A γ tuned at one scale or depth thus moves with both.
+
+Seed 003 (Fig. 5) uses γ = 0.01 at L = 3 but does not state its target's scale. lowdim measured
+γ = 0.15 best at L = 3 on ``σ_max = 1`` data (``benchmarks/completion_synthetic.py``); read
+through the law, that is the paper's γ at a reference scale ``s_ref = (0.15 / 0.01)^{3/2} ≈ 58``
+— *inferred from our measurement, not read from the paper*. The default γ for
+``method="compressed"`` at depth ``L`` on normalized (``σ_max = 1``) data is then
+:func:`default_gamma` ``(L) = 0.01 · s_ref^{2/L}``: 0.15 at L = 3, ≈ 0.58 at L = 2, ≈ 0.076 at
+L = 4.
 
 Examples
 --------
@@ -59,6 +82,13 @@ import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from .._io import atomic_write
+from .._validation import (
+    check_choice,
+    check_fraction,
+    check_int,
+    check_nonnegative,
+    check_positive,
+)
 from ..compression import narrow_factorization, spectral_compression
 from ..factorization import DeepFactorization
 from ..training import History, TrainState, train
@@ -69,18 +99,47 @@ from .sparse import (
     implicit_invariant_compression,
 )
 
-__all__ = ["CompletionEstimator", "DeepMatrixCompletion", "METHODS", "BIASES"]
+__all__ = [
+    "CompletionEstimator", "DeepMatrixCompletion", "METHODS", "BIASES", "DEFAULTS", "default_gamma",
+]
 
 METHODS = ("compressed", "spectral", "full", "narrow")
 BIASES = ("none", "global", "row", "col", "both")
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
-#: Default (learning rate, outer ratio) per method, in the normalized units of the module docstring.
+#: Default (learning rate, outer ratio) per method, in the normalized units of the module docstring;
+#: ``None``: the ratio depends on the depth (:func:`default_gamma`).
 DEFAULTS = {
-    "compressed": (0.5, 0.15),
+    "compressed": (0.5, None),
     "spectral": (0.2, 5.0),
     "full": (0.5, 1.0),
     "narrow": (0.5, 1.0),
 }
+#: γ of seed 003 Fig. 5 (L = 3), and the target scale it is taken to refer to: inferred from lowdim's
+#: measured best γ = 0.15 at L = 3 and σ_max = 1 through γ' = γ·s^{2/L} (module docstring).
+PAPER_GAMMA = 0.01
+REFERENCE_SCALE = (0.15 / PAPER_GAMMA) ** 1.5  # ≈ 58.1
+
+
+def default_gamma(depth: int) -> float:
+    """Default learning-rate ratio γ of the compressed model's bases at depth ``L``, σ_max = 1.
+
+    ``γ(L) = 0.01 · s_ref^{2/L}`` with ``s_ref = 15^{3/2} ≈ 58.1``: the paper's γ = 0.01 carried to
+    unit scale by the rescaling law ``γ' = γ·s^{2/L}`` (derived in the module docstring). Values:
+    0.58 (L = 2), 0.15 (L = 3), 0.076 (L = 4).
+
+    Parameters
+    ----------
+    depth : int
+        Depth ``L >= 1`` of the (virtual) full-width factorization.
+
+    Returns
+    -------
+    float
+    """
+    depth = check_int("depth", depth, 1)
+    return PAPER_GAMMA * REFERENCE_SCALE ** (2 / depth)
+
+
 _FULL_WIDTH_LIMIT = 60_000_000  # L·d² numbers: beyond this "full" refuses (use "compressed")
 _CKPT_NAME = "checkpoint.safetensors"
 
@@ -113,23 +172,21 @@ def fit_biases(rows, cols, values, shape, kind: str, reg: float, sweeps: int = 1
 class CompletionEstimator(BaseEstimator, RegressorMixin):
     """Shared input handling, normalization, prediction and scoring of lowdim's completers.
 
-    Subclasses implement ``_fit_normalized(obs, values, val)`` (values already normalized) and
-    ``_predict_normalized(rows, cols)`` / ``_low_rank_factors()``.
+    Subclasses implement ``fit`` (calling ``_prepare``, which normalizes the values) and
+    ``_low_rank_factors()``, the normalized low-rank term as ``(left m × k, right k × n)`` arrays.
     """
 
     # --------------------------------------------------------------------------- preparation
     def _prepare(self, X, y, shape):
-        if self.bias not in BIASES:
-            raise ValueError(f"bias must be one of {BIASES}, got {self.bias!r}")
-        if self.unknown not in ("error", "fallback"):
-            raise ValueError(f"unknown must be 'error' or 'fallback', got {self.unknown!r}")
+        check_choice("bias", self.bias, BIASES)
+        check_choice("unknown", self.unknown, ("error", "fallback"))
+        check_nonnegative("bias_reg", self.bias_reg)
         obs = parse_observations(X, y, shape=shape, duplicates=self.duplicates)
         rng = np.random.default_rng(self.random_state)
         val_idx = None
         vf = getattr(self, "validation_fraction", None)
         if vf is not None:
-            if not (isinstance(vf, (float, int)) and 0 < vf < 1):
-                raise ValueError(f"validation_fraction must be in (0, 1) or None, got {vf!r}")
+            check_fraction("validation_fraction", vf, advice="or None for no validation split")
             n_val = int(round(vf * obs.values.size))
             if n_val < 1 or n_val >= obs.values.size:
                 raise ValueError(
@@ -217,7 +274,7 @@ class CompletionEstimator(BaseEstimator, RegressorMixin):
             out[~both] = (base + rb + cb)[~both]
         return out
 
-    def rmse(self, X, y=None, cols=None) -> float:
+    def rmse(self, X, y=None) -> float:
         """Root-mean-square error of :meth:`predict` against the observed values (same inputs as fit)."""
         r, c, v = self._query_values(X, y)
         return float(np.sqrt(np.mean((self.predict(r, c) - v) ** 2)))
@@ -271,8 +328,10 @@ class CompletionEstimator(BaseEstimator, RegressorMixin):
         return dense
 
     def _predict_normalized(self, rows, cols) -> np.ndarray:
+        """``(L R)_{ij}`` at the given positions from ``_low_rank_factors() = (L, R)``, ``L: m × k``,
+        ``R: k × n`` (both gathered as ``N × k`` rows)."""
         left, right = self._low_rank_factors()
-        return np.einsum("ij,ji->i", left[rows], right[:, cols])
+        return np.einsum("ij,ij->i", left[rows], right.T[cols])
 
 
 class DeepMatrixCompletion(CompletionEstimator):
@@ -294,8 +353,8 @@ class DeepMatrixCompletion(CompletionEstimator):
         Step size η in normalized units (module docstring). Default per method: 0.5 (compressed,
         full, narrow), 0.2 (spectral).
     outer_ratio : float, optional
-        γ (compressed: learning-rate ratio of the bases, default 0.15; 0 freezes them) or α
-        (spectral: ratio of the outer factors, default 5).
+        γ (compressed: learning-rate ratio of the bases, default :func:`default_gamma` ``(depth)``
+        — 0.15 at depth 3; 0 freezes them) or α (spectral: ratio of the outer factors, default 5).
     max_iter : int, default=5000
         Iteration cap (total, including resumed iterations).
     tol : float, default=1e-10
@@ -401,12 +460,9 @@ class DeepMatrixCompletion(CompletionEstimator):
     # --------------------------------------------------------------------------- validation
     def _check_params(self, shape):
         m, n = shape
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if not isinstance(self.rank, (int, np.integer)) or self.rank < 1:
-            raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
-        if not isinstance(self.depth, (int, np.integer)) or self.depth < 1:
-            raise ValueError(f"depth must be an integer >= 1, got {self.depth!r}")
+        check_choice("method", self.method, METHODS)
+        check_int("rank", self.rank, 1)
+        check_int("depth", self.depth, 1)
         if self.method == "spectral" and self.depth < 2:
             raise ValueError("method='spectral' needs depth >= 2 (two outer factors)")
         width = self.rank if self.method == "spectral" else 2 * self.rank
@@ -417,27 +473,20 @@ class DeepMatrixCompletion(CompletionEstimator):
                 f"{need} = {min(m, n) - width} <= 0 (compression needs d - 2r > 0); use rank <= "
                 f"{(min(m, n) - 1) // (width // self.rank)}"
             )
-        for name in ("init_scale",):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
-                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-        lr, ratio = self._lr_ratio()
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"learning_rate must be a positive finite number, got {lr!r}")
-        if not (ratio >= 0 and math.isfinite(ratio)):
-            raise ValueError(f"outer_ratio must be a non-negative finite number, got {ratio!r}")
-        if self.method == "spectral" and ratio == 0:
-            raise ValueError("outer_ratio (α) must be positive for method='spectral'")
-        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
-            raise ValueError(f"max_iter must be a non-negative integer, got {self.max_iter!r}")
-        if not (self.tol >= 0):
-            raise ValueError(f"tol must be >= 0, got {self.tol!r}")
-        if self.max_time is not None and not self.max_time > 0:
-            raise ValueError(f"max_time must be positive or None, got {self.max_time!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {self.dtype!r}")
-        if self.eval_every < 1 or self.n_iter_no_change < 1 or self.checkpoint_every < 1:
-            raise ValueError("eval_every, n_iter_no_change and checkpoint_every must be >= 1")
+        check_positive("init_scale", self.init_scale)
+        if self.learning_rate is not None:
+            check_positive("learning_rate", self.learning_rate)
+        if self.outer_ratio is not None:
+            check_nonnegative("outer_ratio", self.outer_ratio)
+            if self.method == "spectral" and self.outer_ratio == 0:
+                raise ValueError("outer_ratio (α) must be positive for method='spectral'")
+        check_int("max_iter", self.max_iter, 0)
+        check_nonnegative("tol", self.tol)
+        if self.max_time is not None:
+            check_positive("max_time", self.max_time, advice="or None for no time budget")
+        check_choice("dtype", self.dtype, tuple(_DTYPES))
+        for name in ("eval_every", "n_iter_no_change", "checkpoint_every"):
+            check_int(name, getattr(self, name), 1)
         if self.method == "full":
             d = max(m, n)
             if self.depth * d * d > _FULL_WIDTH_LIMIT:
@@ -447,7 +496,10 @@ class DeepMatrixCompletion(CompletionEstimator):
                 )
 
     def _lr_ratio(self) -> tuple[float, float]:
+        """``(learning rate, outer ratio)``: the parameters, or the method's defaults."""
         lr0, ratio0 = DEFAULTS.get(self.method, (0.5, 1.0))
+        if ratio0 is None:
+            ratio0 = default_gamma(self.depth)
         lr = lr0 if self.learning_rate is None else self.learning_rate
         ratio = ratio0 if self.outer_ratio is None else self.outer_ratio
         return float(lr), float(ratio)
@@ -570,10 +622,6 @@ class DeepMatrixCompletion(CompletionEstimator):
                 self._cache = (left.double().cpu().numpy(), right.double().cpu().numpy())
         return self._cache
 
-    def _predict_normalized(self, rows, cols):
-        left, right = self._low_rank_factors()
-        return np.einsum("ij,ij->i", left[rows], right.T[cols])
-
     # --------------------------------------------------------------------------- checkpoints
     _VOLATILE = ("max_iter", "max_time", "verbose", "checkpoint_dir", "checkpoint_every")
 
@@ -587,25 +635,23 @@ class DeepMatrixCompletion(CompletionEstimator):
         return h.hexdigest()
 
     def _save_checkpoint(self, path: Path, fingerprint, state, history, best) -> None:
+        """One safetensors file: factors, best factors and momentum buffers as tensors, the rest
+        (``TrainState`` / ``History`` dicts, early-stopping record) as a JSON header."""
         from safetensors.torch import save_file
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {}
+        state_meta, tensors = state.to_dict()  # "buffer.<l>" tensors
         for i, f in enumerate(self.model_.factors):
             tensors[f"factor.{i}"] = f.detach().cpu().contiguous()
-        for i, b in enumerate(state.buffers):
-            if b is not None:
-                tensors[f"buffer.{i}"] = b.detach().cpu().contiguous()
         if best["factors"] is not None:
             for i, f in enumerate(best["factors"]):
                 tensors[f"best.{i}"] = f.detach().cpu().contiguous()
         meta = {
             "format": "lowdim.completion.checkpoint/1",
             "fingerprint": fingerprint,
-            "iteration": state.iteration,
+            **state_meta,  # "iteration", "n_buffers"
             "lr_multipliers": list(self.model_.lr_multipliers),
-            "n_buffers": len(state.buffers),
-            "history": history.as_dict(),
+            "history": history.to_dict(),
             "best": {k: best[k] for k in ("rmse", "iteration", "bad")},
             "validation_rmse": self.validation_rmse_,
             "validation_iterations": self.validation_iterations_,
@@ -624,28 +670,17 @@ class DeepMatrixCompletion(CompletionEstimator):
                     f"the checkpoint {path} was written for other data or hyperparameters; remove "
                     "it or choose another checkpoint_dir"
                 )
-            keys = set(fh.keys())
-            nf = len(meta["lr_multipliers"])
-            factors = [fh.get_tensor(f"factor.{i}") for i in range(nf)]
-            buffers = [
-                fh.get_tensor(f"buffer.{i}") if f"buffer.{i}" in keys else None
-                for i in range(meta["n_buffers"])
-            ]
-            best_f = [fh.get_tensor(f"best.{i}") for i in range(nf)] if "best.0" in keys else None
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        nf = len(meta["lr_multipliers"])
         model = DeepFactorization.from_factors(
-            [f.to(self.device) for f in factors], lr_multipliers=meta["lr_multipliers"]
+            [tensors[f"factor.{i}"].to(self.device) for i in range(nf)],
+            lr_multipliers=meta["lr_multipliers"],
         )
-        state = TrainState(iteration=int(meta["iteration"]), buffers=[
-            b.to(self.device) if b is not None else None for b in buffers
-        ])
-        hd = meta["history"]
-        history = History(
-            iterations=list(hd["iterations"]), loss=list(hd["loss"]), error=list(hd["error"]),
-            seconds=list(hd["seconds"]), stop_reason=hd["stop_reason"],
-        )
+        state = TrainState.from_dict(meta, tensors, device=self.device)
+        history = History.from_dict(meta["history"])
         best = dict(meta["best"])
         best["rmse"] = float(best["rmse"])
-        best["factors"] = best_f
+        best["factors"] = [tensors[f"best.{i}"] for i in range(nf)] if "best.0" in tensors else None
         self.validation_rmse_ = list(meta["validation_rmse"])
         self.validation_iterations_ = list(meta["validation_iterations"])
         return model, state, history, best
