@@ -7,7 +7,8 @@ initialization (seed 003 Sec. 3, seed 004 Sec. 4.1, seed 000 Sec. 4.1):
 ``method="compressed"`` (default)
     invariant-subspace compression of a virtual full-width depth-``L`` factorization
     (seed 003 Sec. 2.3 / eq. 11): width ``2·rank``, bases trained at ``γη`` (``outer_ratio``).
-    Built from the observed entries only (:func:`~lowdim.completion.sparse.implicit_invariant_compression`).
+    Built from the observed entries only (:func:`~lowdim.invariant_subspace_compression` with a virtual
+    :class:`~lowdim.ImplicitOrthogonalInit`).
 ``method="spectral"``
     C-DLN (seed 000 Algorithm 1): width ``rank``, outer factors from the top singular vectors of the
     surrogate ``Ω⊙Y/p``, trained at ``αη`` (``outer_ratio``).
@@ -89,15 +90,12 @@ from .._validation import (
     check_nonnegative,
     check_positive,
 )
-from ..compression import narrow_factorization, spectral_compression
+from ..compression import invariant_subspace_compression, narrow_factorization, spectral_compression
 from ..factorization import DeepFactorization
+from ..initialization import ImplicitOrthogonalInit
 from ..training import History, TrainState, train
 from ._data import Observations, parse_observations, parse_query
-from .sparse import (
-    SparseEntryObservation,
-    entries_chunked,
-    implicit_invariant_compression,
-)
+from .sparse import SparseEntryObservation, entries_chunked
 
 __all__ = [
     "CompletionEstimator", "DeepMatrixCompletion", "METHODS", "BIASES", "DEFAULTS", "default_gamma",
@@ -511,10 +509,10 @@ class DeepMatrixCompletion(CompletionEstimator):
         _, ratio = self._lr_ratio()
         seed = self.random_state
         if self.method == "compressed":
-            model = implicit_invariant_compression(
-                op, self.rank, self.depth, scale=self.init_scale, gamma=ratio, random_state=seed,
-                dtype=dtype,
+            init = ImplicitOrthogonalInit(
+                (m, n), self.depth, self.init_scale, block_size=1, random_state=seed
             )
+            model = invariant_subspace_compression(init, op, self.rank, gamma=ratio)
         elif self.method == "spectral":
             model = spectral_compression(
                 op, self.rank, self.depth, scale=self.init_scale, alpha=ratio
@@ -569,6 +567,10 @@ class DeepMatrixCompletion(CompletionEstimator):
             self.model_, state, history, best = resumed
         else:
             self.model_ = self._build_model(op)
+            # Checkpoints store contiguous tensors; train on that layout from the start, so that a
+            # resumed run repeats the uninterrupted one bit for bit (BLAS results depend on strides).
+            for f in self.model_.factors:
+                f.data = f.data.contiguous()
         model = self.model_
 
         val_t = None
