@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_model(m, DeepLoRAConfig(rank=args.rank, modules_to_save=("classifier",)))
     m.train()
     report = compress_deep_lora(m, lambda mod: mod(**batch).loss)
-    models["deeplora"], optims["deeplora"] = m, torch.optim.AdamW(param_groups(m, 1e-2, gamma=1e-2))
+    models["deeplora"], optims["deeplora"] = m, torch.optim.AdamW(param_groups(m, 1e-2))
 
     if not args.no_peft:
         from peft import LoraConfig, get_peft_model

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from lowdim.lora import DeepLoRAConfig, LoRAConfig, compress_deep_lora, prepare_model
+from lowdim.lora import DeepLoRAConfig, LoRAConfig, adapter_layers, compress_deep_lora, prepare_model
 from lowdim.lora.io import export_peft, load_adapter, numerical_ranks, save_adapter
 
 transformers = pytest.importorskip("transformers")
@@ -56,9 +56,9 @@ def _build_trained_deep_lora(seed=0):
         (model(**batch).logits - 1).pow(2).sum().backward()
         opt.step()
     with torch.no_grad():  # and make the cores clearly non-identity
-        for name, p in model.named_parameters():
-            if "lora_cores" in name:
-                p.add_(0.2 * torch.randn_like(p))
+        for _, layer in adapter_layers(model):
+            for core in layer.cores:
+                core.add_(0.2 * torch.randn_like(core))
     model.eval()
     return model, cfg
 
@@ -86,6 +86,10 @@ def test_save_load_identical_outputs(tmp_path, kind, trained):
     fresh.eval()
     assert loaded_cfg == cfg
     assert torch.equal(fresh(**batch).logits, expected)
+    if kind == "deep":  # loaded (trained) factors are not wiped by a second compression
+        assert all(layer.compressed for _, layer in adapter_layers(fresh))
+        with pytest.raises(ValueError, match="force=True"):
+            compress_deep_lora(fresh, lambda m: m(**batch).logits.sum())
 
 
 def test_load_into_different_shapes_fails(tmp_path, trained):
@@ -115,11 +119,11 @@ def test_peft_export_truncated_to_numerical_rank(tmp_path, trained):
     # force two layers to low numerical rank: rank-1 and exactly zero updates
     layer = model.bert.encoder.layer[0].attention.self.query
     with torch.no_grad():
-        layer.lora_cores[0].zero_()
-        layer.lora_cores[0][0, 0] = 0.5
+        layer.cores[0].zero_()
+        layer.cores[0][0, 0] = 0.5
     zero = model.bert.encoder.layer[1].output.dense
     with torch.no_grad():
-        zero.lora_cores[1].zero_()
+        zero.cores[1].zero_()
     ranks = numerical_ranks(model)
     assert ranks["bert.encoder.layer.0.attention.self.query"] == 1
     assert ranks["bert.encoder.layer.1.output.dense"] == 0

@@ -6,7 +6,7 @@ Quick start::
     cfg = DeepLoRAConfig(rank=8, modules_to_save=("classifier",))
     prepare_model(model, cfg)                               # inject + freeze
     compress_deep_lora(model, lambda m: loss_on(m, batch))  # one batch's gradient (Sec. 4.1)
-    opt = torch.optim.AdamW(param_groups(model, lr=1e-2, gamma=cfg.gamma))
+    opt = torch.optim.AdamW(param_groups(model, lr=1e-2))        # γ from cfg
 
 See ``docs/deep_lora.md``.
 """
@@ -23,9 +23,10 @@ from .inject import (
     trainable_parameter_names,
 )
 from .io import export_peft, load_adapter, numerical_ranks, save_adapter
-from .layers import AdapterLayer, DeepLoRALinear, LoRALinear
+from .layers import ADAPTERS, AdapterLayer, DeepLoRALinear, LoRALinear, adapter_class, register_adapter
 
 __all__ = [
+    "ADAPTERS",
     "AdapterConfig",
     "AdapterLayer",
     "BERT_TARGETS",
@@ -34,6 +35,7 @@ __all__ = [
     "DeepLoRALinear",
     "LoRAConfig",
     "LoRALinear",
+    "adapter_class",
     "adapter_layers",
     "compress_deep_lora",
     "export_peft",
@@ -44,6 +46,7 @@ __all__ = [
     "numerical_ranks",
     "param_groups",
     "prepare_model",
+    "register_adapter",
     "save_adapter",
     "trainable_parameter_names",
 ]

@@ -82,12 +82,10 @@ class AdapterConfig:
     @staticmethod
     def from_dict(data: dict[str, Any]) -> AdapterConfig:
         """Inverse of :meth:`to_dict` (dispatches on ``data["adapter_type"]``)."""
+        from .layers import adapter_class  # the registry of adapter kinds
+
         data = dict(data)
-        kind = data.pop("adapter_type", None)
-        classes = {c.adapter_type: c for c in (LoRAConfig, DeepLoRAConfig)}
-        if kind not in classes:
-            raise ValueError(f"unknown adapter_type {kind!r}; expected one of {sorted(classes)}")
-        cls = classes[kind]
+        cls = adapter_class(data.pop("adapter_type", None)).config_class
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
@@ -119,7 +117,20 @@ class DeepLoRAConfig(AdapterConfig):
     The compressed update is ``ΔW = U · W̃_L ··· W̃_1 · Vᵀ`` with outer bases ``U`` (d_out×r) and
     ``Vᵀ`` (r×d_in) trained with learning rate ``gamma·η`` and r×r cores ``W̃_l`` (initialised to
     ``init_scale·I``) trained with ``η`` (Sec. 3, eq. 11).
+
+    ``rank`` is the adapter width ``r`` (as LoRA's ``r`` and the paper's "rank-r compression",
+    Sec. 4 and App. D.2). The compression (Sec. 2.3) takes ``r/2`` directions from each of its two
+    gradient blocks — :func:`lowdim.invariant_subspace_compression` with ``rank=r//2``, whose width
+    is ``2·(r/2) = r`` — so ``r`` must be even.
     """
+
+    rank: int = field(
+        default=8,
+        metadata=_help(
+            "Adapter width r (as LoRA's r; the paper's rank-r compression): an even number >= 2, "
+            "r/2 directions from each of the two gradient blocks of the compression (Sec. 2.3)."
+        ),
+    )
 
     depth: int = field(default=3, metadata=_help("Depth L of the factorization ΔW = W^(L)···W^(1)."))
     init_scale: float = field(
@@ -153,8 +164,15 @@ class DeepLoRAConfig(AdapterConfig):
             raise ValueError(f"init_scale must be positive, got {self.init_scale!r}")
         if not self.gamma >= 0:
             raise ValueError(f"gamma must be >= 0, got {self.gamma!r}")
-        if self.rank < 2:
+        self.check_rank(self.rank)
+
+    @staticmethod
+    def check_rank(rank: int) -> None:
+        """Deep LoRA's ``rank`` (the adapter width) must be an even integer >= 2."""
+        if not isinstance(rank, int) or rank < 2 or rank % 2:
+            hint = f"; use rank={rank + 1}" if isinstance(rank, int) and rank >= 1 else ""
             raise ValueError(
-                "Deep LoRA needs rank >= 2: half of the r outer directions come from each of the two "
-                "gradient blocks of the compression (Sec. 2.3)"
+                f"DeepLoRAConfig.rank (the adapter width r) must be an even integer >= 2, got "
+                f"{rank!r}{hint}: the compression takes r/2 directions from each of its two "
+                "gradient blocks (seed 003 Sec. 2.3)"
             )

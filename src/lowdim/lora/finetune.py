@@ -178,28 +178,35 @@ def _build_lora(model: nn.Module, cfg: FinetuneConfig) -> tuple[nn.Module, list[
     model = get_peft_model(model, peft_cfg)
     # the paper's LoRA baseline: A Gaussian with standard deviation 1, B = 0 (App. B)
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_A" in name:
-                param.normal_(0.0, 1.0)
-    adapters = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
-    head = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
+        for layer in _peft_lora_layers(model):
+            for a in layer.lora_A.values():
+                a.weight.normal_(0.0, 1.0)
+    adapter_ids = {id(p) for layer in _peft_lora_layers(model) for p in layer.parameters()}
+    adapters = [p for p in model.parameters() if p.requires_grad and id(p) in adapter_ids]
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
     groups = [{"name": "lora", "params": adapters, "lr": cfg.lora_lr}]
     if head:
         groups.append({"name": "head", "params": head, "lr": cfg.head_lr or cfg.lora_lr})
     return model, groups
 
 
+def _peft_lora_layers(model: nn.Module) -> list[nn.Module]:
+    """PEFT's LoRA layers of ``model`` (their ``lora_A``/``lora_B`` are the adapter parameters)."""
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
 def _lora_ranks(model: nn.Module) -> list[int]:
     """Numerical ranks of the PEFT LoRA updates (α/r)·B·A."""
     ranks = []
-    for module in model.modules():
-        if hasattr(module, "lora_A") and isinstance(module.lora_A, nn.ModuleDict):
-            for key in module.lora_A:
-                a = module.lora_A[key].weight.detach()
-                b = module.lora_B[key].weight.detach()
-                scale = module.scaling[key]
-                s = singular_values(b, scale * torch.eye(a.shape[0], dtype=a.dtype), a)
-                ranks.append(rank_from_singular_values(s, (b.shape[0], a.shape[1]), a.dtype))
+    for module in _peft_lora_layers(model):
+        for key in module.lora_A:
+            a = module.lora_A[key].weight.detach()
+            b = module.lora_B[key].weight.detach()
+            scale = module.scaling[key]
+            s = singular_values(b, scale * torch.eye(a.shape[0], dtype=a.dtype), a)
+            ranks.append(rank_from_singular_values(s, (b.shape[0], a.shape[1]), a.dtype))
     return ranks
 
 
@@ -255,7 +262,7 @@ def run_one(
         first = next(_batches(subset, tokenizer, cfg.batch_size, cfg.max_length, rng.permutation(n)))
         report = compress_deep_lora(model, lambda m: _loss(m, first), config=dcfg)
         compress_s = report.seconds
-        groups = param_groups(model, cfg.deeplora_lr, gamma=cfg.gamma, head_lr=cfg.head_lr)
+        groups = param_groups(model, cfg.deeplora_lr, head_lr=cfg.head_lr)  # γ from dcfg
     for g in groups:
         g.setdefault("weight_decay", cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups)

@@ -7,14 +7,15 @@ from collections.abc import Iterable, Iterator
 
 from torch import nn
 
-from .config import AdapterConfig, DeepLoRAConfig, LoRAConfig
-from .layers import AdapterLayer, DeepLoRALinear, LoRALinear
+from .config import AdapterConfig
+from .layers import AdapterLayer, adapter_class
 
 __all__ = [
     "match_modules",
     "inject_adapters",
     "freeze_for_adapters",
     "adapter_layers",
+    "adapter_parameter_names",
     "param_groups",
     "prepare_model",
     "trainable_parameter_names",
@@ -49,8 +50,9 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> list[str]:
     ----------
     model : torch.nn.Module
         Any model (e.g. a Hugging Face ``transformers`` model).
-    config : LoRAConfig or DeepLoRAConfig
-        Which adapter, its rank and the target modules.
+    config : AdapterConfig
+        Which adapter (its ``adapter_type`` picks the registered layer class), its rank and the
+        target modules.
 
     Returns
     -------
@@ -80,19 +82,12 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> list[str]:
                 f"target {name!r} is a {type(module).__name__}; only torch.nn.Linear can be adapted "
                 "(narrow target_modules, e.g. to 'attention.self.query')"
             )
+    layer_cls = adapter_class(config)
     wrapped = []
     for name in names:
         base = model.get_submodule(name)
         try:
-            if isinstance(config, DeepLoRAConfig):
-                layer: AdapterLayer = DeepLoRALinear(
-                    base, rank=config.rank, depth=config.depth, init_scale=config.init_scale,
-                    dropout=config.dropout,
-                )
-            elif isinstance(config, LoRAConfig):
-                layer = LoRALinear(base, rank=config.rank, alpha=config.alpha, dropout=config.dropout)
-            else:
-                raise ValueError(f"unsupported adapter config {type(config).__name__}")
+            layer = layer_cls.from_config(base, config)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
         _set_submodule(model, name, layer)
@@ -115,22 +110,34 @@ def adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
             yield name, module
 
 
-def freeze_for_adapters(model: nn.Module, modules_to_save: Iterable[str] | str = ()) -> list[str]:
-    """Freeze every parameter except adapter parameters (``lora_*``) and ``modules_to_save``.
+def adapter_parameter_names(model: nn.Module) -> list[str]:
+    """Qualified names of every adapter parameter (each layer's ``adapter_parameters()``)."""
+    return [
+        f"{layer_name}.{name}" if layer_name else name
+        for layer_name, layer in adapter_layers(model)
+        for name, _ in layer.adapter_parameters()
+    ]
 
-    Returns the names of the parameters left trainable.  Raises ``ValueError`` if a
-    ``modules_to_save`` entry matches nothing.
+
+def freeze_for_adapters(model: nn.Module, modules_to_save: Iterable[str] | str = ()) -> list[str]:
+    """Freeze every parameter except the trained adapter parameters and ``modules_to_save``.
+
+    An adapter parameter trains when its layer's ``param_groups`` lists it (Deep LoRA with γ = 0
+    keeps its bases frozen). Returns the names of the parameters left trainable. Raises
+    ``ValueError`` if a ``modules_to_save`` entry matches nothing.
     """
     patterns = modules_to_save if isinstance(modules_to_save, str) else tuple(modules_to_save)
     keep = match_modules(model, patterns) if patterns else []
     if patterns and not keep:
         raise ValueError(f"modules_to_save {patterns!r} match no module")
+    trained = {
+        id(p) for _, layer in adapter_layers(model) for g in layer.param_groups(1.0) for p in g["params"]
+    }
     trainable = []
     for name, param in model.named_parameters():
-        is_adapter = ".lora_" in name or name.startswith("lora_")
-        in_kept = any(name.startswith(k + ".") for k in keep)
-        param.requires_grad_(is_adapter or in_kept)
-        if is_adapter or in_kept:
+        on = id(param) in trained or any(name.startswith(k + ".") for k in keep)
+        param.requires_grad_(on)
+        if on:
             trainable.append(name)
     return trainable
 
@@ -144,18 +151,18 @@ def param_groups(
     model: nn.Module,
     lr: float,
     *,
-    gamma: float = 1e-2,
     weight_decay: float = 0.0,
     head_lr: float | None = None,
 ) -> list[dict]:
-    """Optimizer parameter groups with the discrepant ratio γ on Deep LoRA's outer bases (eq. 11).
+    """Optimizer parameter groups: each adapter layer's own groups, then the head.
 
-    Groups (empty ones omitted), each a dict with ``"name"``, ``"params"``, ``"lr"``,
-    ``"weight_decay"``:
+    Each adapter layer gives its groups (``param_groups(lr)``); groups of the same name and learning
+    rate are joined. Every group is a dict with ``"name"``, ``"params"``, ``"lr"``,
+    ``"weight_decay"`` (empty ones omitted; parameters with ``requires_grad=False`` left out):
 
     ``"lora_outer"``
-        ``lora_left``/``lora_right`` of Deep LoRA layers, learning rate ``gamma * lr``
-        (``gamma = 0`` freezes them: they are then left out and set ``requires_grad=False``).
+        Deep LoRA's outer bases ``U``, ``Vᵀ`` at ``γ·lr``, γ from the layer's config (eq. 11;
+        γ = 0: the bases are frozen and appear in no group).
     ``"lora"``
         Deep LoRA cores and vanilla LoRA ``lora_A``/``lora_B``, learning rate ``lr``.
     ``"head"``
@@ -163,27 +170,19 @@ def param_groups(
     """
     if not lr > 0:
         raise ValueError(f"learning rate must be positive, got {lr!r}")
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma!r}")
-    outer, inner, head = [], [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf in ("lora_left", "lora_right"):
-            if gamma == 0:
-                param.requires_grad_(False)
-            else:
-                outer.append(param)
-        elif ".lora_" in name or name.startswith("lora_"):
-            inner.append(param)
-        else:
-            head.append(param)
-    groups = []
-    if outer:
-        groups.append({"name": "lora_outer", "params": outer, "lr": gamma * lr, "weight_decay": weight_decay})
-    if inner:
-        groups.append({"name": "lora", "params": inner, "lr": lr, "weight_decay": weight_decay})
+    joined: dict[tuple[str, float], list] = {}
+    adapter_ids = set()
+    for _, layer in adapter_layers(model):
+        adapter_ids.update(id(p) for _, p in layer.adapter_parameters())
+        for g in layer.param_groups(lr):
+            params = [p for p in g["params"] if p.requires_grad]
+            if params:
+                joined.setdefault((g["name"], g["lr"]), []).extend(params)
+    groups = [
+        {"name": name, "params": params, "lr": group_lr, "weight_decay": weight_decay}
+        for (name, group_lr), params in joined.items()
+    ]
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
     if head:
         groups.append({"name": "head", "params": head, "lr": head_lr or lr, "weight_decay": weight_decay})
     if not groups:

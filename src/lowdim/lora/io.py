@@ -1,9 +1,10 @@
 """Saving, loading and exporting adapters (safetensors + JSON, no pickle).
 
 ``save_adapter`` / ``load_adapter``
-    lowdim's own format: ``adapter_config.json`` (the adapter config and the adapted layers) and
-    ``adapter_model.safetensors`` (every ``lora_*`` parameter and the ``modules_to_save``
-    parameters, keyed by their names in the model).
+    lowdim's own format: ``adapter_config.json`` (the adapter config and the adapted layers with
+    their ``metadata()``) and ``adapter_model.safetensors`` (every adapter parameter — each layer's
+    ``adapter_parameters()`` — and the ``modules_to_save`` parameters, keyed by their names in the
+    model).
 ``export_peft``
     An ordinary rank-r LoRA adapter folder that ``peft.PeftModel.from_pretrained`` loads:
     ``ΔW = U·(W̃_L···W̃_1)·Vᵀ`` is written as ``lora_B = U·W̃_{L:1}`` and ``lora_A = Vᵀ`` with
@@ -24,8 +25,14 @@ from torch import nn
 from .._io import atomic_write_bytes
 from ..dynamics import rank_from_singular_values
 from .config import AdapterConfig
-from .inject import adapter_layers, freeze_for_adapters, inject_adapters, match_modules
-from .layers import AdapterLayer, DeepLoRALinear
+from .inject import (
+    adapter_layers,
+    adapter_parameter_names,
+    freeze_for_adapters,
+    inject_adapters,
+    match_modules,
+)
+from .layers import AdapterLayer
 
 __all__ = [
     "CONFIG_NAME",
@@ -40,15 +47,16 @@ __all__ = [
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
-FORMAT = "lowdim-adapter/1"
+FORMAT = "lowdim-adapter/2"  # /2: Deep LoRA factors as lora_factors.factors.{i}
 
 
 def adapter_state_dict(model: nn.Module, config: AdapterConfig) -> dict[str, torch.Tensor]:
-    """Adapter parameters (``lora_*``) and ``config.modules_to_save`` parameters of ``model``."""
+    """Adapter parameters and ``config.modules_to_save`` parameters of ``model``, by name."""
     keep = match_modules(model, config.modules_to_save) if config.modules_to_save else []
+    adapter = set(adapter_parameter_names(model))
     out = {}
     for name, param in model.named_parameters():
-        if ".lora_" in name or name.startswith("lora_") or any(name.startswith(k + ".") for k in keep):
+        if name in adapter or any(name.startswith(k + ".") for k in keep):
             out[name] = param.detach()
     return out
 
@@ -76,7 +84,7 @@ def save_adapter(model: nn.Module, path: str | Path, config: AdapterConfig) -> P
                 "type": type(layer).__name__,
                 "in_features": layer.in_features,
                 "out_features": layer.out_features,
-                "compressed": bool(getattr(layer, "compressed", True)),
+                **layer.metadata(),
             }
             for n, layer in layers.items()
         },
@@ -104,6 +112,11 @@ def load_adapter(model: nn.Module, path: str | Path, *, freeze: bool = True) -> 
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name} is missing")
     meta = json.loads((folder / CONFIG_NAME).read_text())
+    if str(meta.get("format", "")).startswith("lowdim-adapter/") and meta["format"] != FORMAT:
+        raise ValueError(
+            f"{folder / CONFIG_NAME} was written by another lowdim version (format "
+            f"{meta['format']!r}; this one reads {FORMAT!r})"
+        )
     if meta.get("format") != FORMAT:
         raise ValueError(
             f"{folder / CONFIG_NAME} is not a lowdim adapter (format {meta.get('format')!r}); "
@@ -143,8 +156,7 @@ def load_adapter(model: nn.Module, path: str | Path, *, freeze: bool = True) -> 
                 )
             params[key].copy_(value.to(params[key].dtype))
     for name, layer in adapter_layers(model):
-        if isinstance(layer, DeepLoRALinear):
-            layer.compressed = bool(saved_layers[name].get("compressed", True))
+        layer.load_metadata(saved_layers[name])
     if freeze:
         freeze_for_adapters(model, config.modules_to_save)
     return config

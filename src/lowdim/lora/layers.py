@@ -1,44 +1,73 @@
-"""Adapter layers wrapping a frozen :class:`torch.nn.Linear`.
+"""Adapter layers wrapping a frozen :class:`torch.nn.Linear`, and the registry of adapter kinds.
 
 ``LoRALinear``
     ``y = W0 x + (α/r)·B A x`` (Hu et al. 2021; seed 003 Sec. 4.1, the baseline), ``A`` Gaussian
-    with standard deviation 1 and ``B = 0`` (seed 003 App. B).
+    with standard deviation 1 and ``B = 0`` (seed 003 App. B). Parameters ``lora_A``, ``lora_B``.
 ``DeepLoRALinear``
     ``y = W0 x + U W̃_L ··· W̃_1 Vᵀ x`` — the compressed form (eq. 8/11) of the deep overparameterized
-    update ``ΔW = W^(L)···W^(1)`` of eq. (12).  Parameter names: ``lora_left`` (U, d_out×r),
-    ``lora_right`` (Vᵀ, r×d_in), ``lora_cores.{l}`` (W̃_{l+1}, r×r).  Until
-    :func:`lowdim.lora.compression.compress_deep_lora` runs, U and V are random orthonormal bases
-    (the "Random"/narrow variant of App. D.2).
+    update ``ΔW = W^(L)···W^(1)`` of eq. (12). The chain ``[Vᵀ, W̃_1, …, W̃_L, U]`` is a
+    :class:`~lowdim.DeepFactorization` held as ``lora_factors`` (parameters
+    ``lora_factors.factors.{i}``) with learning-rate multipliers ``[γ, 1, …, 1, γ]``.
 
-All trainable adapter parameters are named with the prefix ``lora_``.
+Every adapter kind is one :class:`AdapterLayer` subclass registered with :func:`register_adapter`
+for its config class (``config_class``): injection, freezing, optimizer groups, saving, loading
+and PEFT export all go through the hooks below, so adding a kind touches one place.
+
+Hooks of an adapter layer
+-------------------------
+``from_config(base, config)``
+    Build the adapter around a frozen ``nn.Linear`` from its config.
+``adapter_parameters()``
+    ``(name, parameter)`` of every adapter parameter (saved and loaded; names relative to the layer).
+``param_groups(lr)``
+    ``torch.optim`` groups of the parameters that train, each with ``"name"`` and ``"lr"``
+    (Deep LoRA: the outer bases at ``γ·lr``); a parameter in no group stays frozen.
+``factors()``
+    ``(left, core, right)`` with ``ΔW = left @ core @ right`` (merge, export, singular values).
+``metadata()`` / ``load_metadata(info)``
+    JSON-serialisable per-layer state saved next to the tensors.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..dynamics import rank_from_singular_values
+from ..factorization import DeepFactorization
+from ..linalg import compute_dtype, qr_positive
+from .config import AdapterConfig, DeepLoRAConfig, LoRAConfig
 
-__all__ = ["AdapterLayer", "LoRALinear", "DeepLoRALinear", "singular_values"]
+__all__ = [
+    "ADAPTERS",
+    "AdapterLayer",
+    "DeepLoRALinear",
+    "LoRALinear",
+    "adapter_class",
+    "register_adapter",
+    "singular_values",
+]
 
 
 def singular_values(left: torch.Tensor, core: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """Singular values of ``left @ core @ right`` without forming the d_out×d_in product.
 
-    ``left`` is d_out×r, ``core`` r×r, ``right`` r×d_in; cost O((d_in + d_out)·r²).
+    ``left`` is d_out×r, ``core`` r×r, ``right`` r×d_in; cost O((d_in + d_out)·r²). Low-precision
+    inputs are handled in float32.
     """
-    _, r_left = torch.linalg.qr(left)
-    _, r_right = torch.linalg.qr(right.T)
-    return torch.linalg.svdvals(r_left @ core @ r_right.T)
+    dtype = compute_dtype(left.dtype)
+    _, r_left = torch.linalg.qr(left.to(dtype))
+    _, r_right = torch.linalg.qr(right.to(dtype).T)
+    return torch.linalg.svdvals(r_left @ core.to(dtype) @ r_right.T)
 
 
 def _check_linear(base: nn.Module, rank: int, strict: bool) -> None:
     if not isinstance(base, nn.Linear):
-        raise ValueError(
-            f"adapters wrap torch.nn.Linear modules only, got {type(base).__name__}"
-        )
+        raise ValueError(f"adapters wrap torch.nn.Linear modules only, got {type(base).__name__}")
     limit = min(base.in_features, base.out_features)
     if rank > limit or (strict and rank >= limit):
         need = "<" if strict else "<="
@@ -49,8 +78,14 @@ def _check_linear(base: nn.Module, rank: int, strict: bool) -> None:
 
 
 class AdapterLayer(nn.Module):
-    """Common behaviour of the adapter wrappers: merging, inspection, ``weight`` passthrough."""
+    """Common behaviour of the adapter wrappers: merging, inspection, ``weight`` passthrough.
 
+    Subclasses set ``config_class`` and implement :meth:`from_config`, :meth:`factors`,
+    :meth:`adapter_forward` and, if not every adapter parameter trains at ``lr``,
+    :meth:`param_groups` (see the module docstring).
+    """
+
+    config_class: ClassVar[type[AdapterConfig]]
     base: nn.Linear
 
     def __init__(self, base: nn.Linear, dropout: float) -> None:
@@ -60,6 +95,12 @@ class AdapterLayer(nn.Module):
         self.out_features = base.out_features
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
+        self.adapter_enabled = True
+
+    @classmethod
+    def from_config(cls, base: nn.Linear, config: AdapterConfig) -> AdapterLayer:
+        """The adapter for ``base`` described by ``config``."""
+        raise NotImplementedError
 
     @property
     def weight(self) -> torch.Tensor:  # lets code that reads ``module.weight`` keep working
@@ -69,10 +110,32 @@ class AdapterLayer(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return self.base.bias
 
+    # ------------------------------------------------------------------ hooks
+    def adapter_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` of every adapter parameter (everything but the frozen ``base``)."""
+        for name, param in self.named_parameters():
+            if not name.startswith("base."):
+                yield name, param
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer groups of the trained adapter parameters (default: all at ``lr``)."""
+        return [{"name": "lora", "params": [p for _, p in self.adapter_parameters()], "lr": lr}]
+
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(left, core, right)`` with ``ΔW = left @ core @ right`` (d_out×r, r×r, r×d_in)."""
         raise NotImplementedError
 
+    def metadata(self) -> dict[str, Any]:
+        """Per-layer state saved with the adapter (JSON-serialisable)."""
+        return {}
+
+    def load_metadata(self, info: dict[str, Any]) -> None:
+        """Restore what :meth:`metadata` saved."""
+
+    def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ common behaviour
     def delta_weight(self) -> torch.Tensor:
         """The dense update ``ΔW`` (d_out×d_in)."""
         left, core, right = self.factors()
@@ -105,12 +168,9 @@ class AdapterLayer(nn.Module):
         self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
         self.merged = False
 
-    def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        if self.merged:
+        if self.merged or not self.adapter_enabled:
             return out
         return out + self.adapter_forward(self.lora_dropout(x))
 
@@ -118,6 +178,28 @@ class AdapterLayer(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, merged={self.merged}"
 
 
+#: ``adapter_type`` → adapter layer class (its ``config_class`` gives the config).
+ADAPTERS: dict[str, type[AdapterLayer]] = {}
+
+
+def register_adapter(layer_cls: type[AdapterLayer]) -> type[AdapterLayer]:
+    """Class decorator: make ``layer_cls`` the adapter of ``layer_cls.config_class.adapter_type``."""
+    kind = layer_cls.config_class.adapter_type
+    if kind in ADAPTERS and ADAPTERS[kind] is not layer_cls:
+        raise ValueError(f"adapter_type {kind!r} is already registered to {ADAPTERS[kind].__name__}")
+    ADAPTERS[kind] = layer_cls
+    return layer_cls
+
+
+def adapter_class(config: AdapterConfig | str) -> type[AdapterLayer]:
+    """The layer class of a config (or of an ``adapter_type`` string)."""
+    kind = config if isinstance(config, str) else getattr(config, "adapter_type", None)
+    if kind not in ADAPTERS:
+        raise ValueError(f"unknown adapter_type {kind!r}; expected one of {sorted(ADAPTERS)}")
+    return ADAPTERS[kind]
+
+
+@register_adapter
 class LoRALinear(AdapterLayer):
     """Vanilla LoRA: ``W0 + (α/r)·B·A`` with ``A ~ N(0, 1)`` (r×d_in) and ``B = 0`` (d_out×r).
 
@@ -133,6 +215,8 @@ class LoRALinear(AdapterLayer):
         Dropout probability on the adapter input.
     """
 
+    config_class = LoRAConfig
+
     def __init__(self, base: nn.Linear, *, rank: int = 8, alpha: float = 8.0, dropout: float = 0.0):
         _check_linear(base, rank, strict=False)
         super().__init__(base, dropout)
@@ -143,6 +227,10 @@ class LoRALinear(AdapterLayer):
         self.lora_A = nn.Parameter(torch.randn(rank, self.in_features, dtype=w.dtype, device=w.device))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, dtype=w.dtype, device=w.device))
 
+    @classmethod
+    def from_config(cls, base: nn.Linear, config: LoRAConfig) -> LoRALinear:
+        return cls(base, rank=config.rank, alpha=config.alpha, dropout=config.dropout)
+
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         eye = torch.eye(self.rank, dtype=self.lora_A.dtype, device=self.lora_A.device)
         return self.lora_B, self.scaling * eye, self.lora_A
@@ -152,20 +240,33 @@ class LoRALinear(AdapterLayer):
         return out if self.scaling == 1.0 else out * self.scaling
 
 
+@register_adapter
 class DeepLoRALinear(AdapterLayer):
     """Deep LoRA layer in compressed form, ``W0 + U·W̃_L···W̃_1·Vᵀ`` (seed 003, eq. 8, 11, 12).
+
+    The chain ``[Vᵀ (r×d_in), W̃_1, …, W̃_L (r×r), U (d_out×r)]`` is the
+    :class:`~lowdim.DeepFactorization` ``lora_factors`` with learning-rate multipliers
+    ``[γ, 1, …, 1, γ]`` (γ = 0 freezes the bases). Until factors are installed
+    (:meth:`set_factors`, which :func:`lowdim.lora.compress_deep_lora` calls), ``U`` and ``V`` are
+    random orthonormal bases and the cores ``ε·I`` (the "Random"/narrow variant of App. D.2). The
+    layer knows nothing about how the factors are found.
 
     Parameters
     ----------
     base : torch.nn.Linear
         The frozen layer.
     rank : int
-        Width r of the compressed factorization (``2 <= r < min(in_features, out_features)``,
-        so that the full-width factorization keeps ``d - r > 0`` invariant directions, Thm. 2.1).
+        The adapter width ``r`` (as LoRA's ``r`` and the paper's "rank-r compression", Sec. 4,
+        App. D.2): an even number with ``2 <= r < min(in_features, out_features)``. The invariant
+        subspace compression of Sec. 2.3 takes ``r/2`` directions from each of its two gradient
+        blocks (Theorem 2.1's ``2r'`` with ``r' = r/2``), and the full-width factorization keeps
+        ``d − r > 0`` invariant directions.
     depth : int
         Depth L (default 3, as in the paper).
     init_scale : float
-        ε of the full-width ε-orthogonal initialization; each core starts at ``ε·I_r``.
+        ε of the full-width ε-orthogonal initialization; the cores start at ``ε·I_r``.
+    gamma : float
+        Learning-rate ratio γ of the outer bases ``U``, ``V`` (eq. 11; 0 freezes them).
     dropout : float
         Dropout probability on the adapter input.
 
@@ -175,6 +276,8 @@ class DeepLoRALinear(AdapterLayer):
     ``(d_in + d_out)·r + L·r²`` numbers — ``L·r²`` more than LoRA of the same rank (Sec. 4.1).
     """
 
+    config_class = DeepLoRAConfig
+
     def __init__(
         self,
         base: nn.Linear,
@@ -182,73 +285,114 @@ class DeepLoRALinear(AdapterLayer):
         rank: int = 8,
         depth: int = 3,
         init_scale: float = 1e-3,
+        gamma: float = 1e-2,
         dropout: float = 0.0,
     ):
+        DeepLoRAConfig.check_rank(rank)
         _check_linear(base, rank, strict=True)
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+        if int(depth) != depth or depth < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive, got {init_scale}")
+        if not gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma!r}")
         super().__init__(base, dropout)
         self.rank = rank
-        self.depth = depth
+        self.depth = int(depth)
         self.init_scale = float(init_scale)
-        w = base.weight
-        kw = {"dtype": w.dtype, "device": w.device}
-        self.lora_left = nn.Parameter(_random_orthonormal(self.out_features, rank, **kw))
-        self.lora_right = nn.Parameter(_random_orthonormal(self.in_features, rank, **kw).T.contiguous())
-        self.lora_cores = nn.ParameterList(
-            [nn.Parameter(self.init_scale * torch.eye(rank, **kw)) for _ in range(depth)]
-        )
+        self.gamma = float(gamma)
+        u = qr_positive(torch.randn(self.out_features, rank, dtype=torch.float64))[0]
+        v = qr_positive(torch.randn(self.in_features, rank, dtype=torch.float64))[0]
+        cores = [self.init_scale * torch.eye(rank, dtype=torch.float64) for _ in range(self.depth)]
+        self.lora_factors = DeepFactorization.from_factors(
+            [v.T, *cores, u], lr_multipliers=[self.gamma] + [1.0] * self.depth + [self.gamma]
+        ).to(dtype=base.weight.dtype, device=base.weight.device)
         self.compressed = False
-        self._calibration = None  # set by lowdim.lora.compression during the calibration pass
+        self._installed: list[torch.Tensor] | None = None
+
+    @classmethod
+    def from_config(cls, base: nn.Linear, config: DeepLoRAConfig) -> DeepLoRALinear:
+        return cls(
+            base, rank=config.rank, depth=config.depth, init_scale=config.init_scale,
+            gamma=config.gamma, dropout=config.dropout,
+        )
+
+    # ------------------------------------------------------------------ the chain
+    @property
+    def right(self) -> nn.Parameter:
+        """``Vᵀ`` (r×d_in)."""
+        return self.lora_factors.factors[0]
+
+    @property
+    def cores(self) -> list[nn.Parameter]:
+        """``[W̃_1, …, W̃_L]`` (r×r each)."""
+        return list(self.lora_factors.factors[1:-1])
+
+    @property
+    def left(self) -> nn.Parameter:
+        """``U`` (d_out×r)."""
+        return self.lora_factors.factors[-1]
 
     def core_product(self) -> torch.Tensor:
         """``W̃_L ··· W̃_1`` (r×r)."""
-        prod = self.lora_cores[0]
-        for core in self.lora_cores[1:]:
-            prod = core @ prod
-        return prod
+        return self.lora_factors.product(2, self.depth + 1)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.lora_left, self.core_product(), self.lora_right
+        return self.left, self.core_product(), self.right
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The factorization's groups: ``"lora_outer"`` (``U``, ``Vᵀ`` at ``γ·lr``) and ``"lora"``."""
+        last = self.depth + 1
+        groups = self.lora_factors.param_groups(lr)
+        for g in groups:
+            index = int(g["name"].rsplit(".", 1)[-1])
+            g["name"] = "lora_outer" if index in (0, last) else "lora"
+        return groups
 
     @torch.no_grad()
-    def set_compressed(self, left: torch.Tensor, right: torch.Tensor) -> None:
-        """Install compressed outer bases ``U`` (d_out×r), ``V`` (d_in×r) and reset cores to ``ε·I``."""
-        if left.shape != self.lora_left.shape or right.shape != self.lora_right.T.shape:
+    def set_factors(self, factors: Sequence[torch.Tensor]) -> None:
+        """Install ``[Vᵀ, W̃_1, …, W̃_L, U]`` (copied in place, cast to the layer's dtype).
+
+        The layer then counts as compressed; :meth:`changed_since_set` tells whether training (or
+        anything else) has modified the factors since.
+        """
+        params = list(self.lora_factors.factors)
+        if len(factors) != len(params) or any(
+            tuple(f.shape) != tuple(p.shape) for f, p in zip(factors, params, strict=False)
+        ):
             raise ValueError(
-                f"compressed bases of shapes {tuple(left.shape)}, {tuple(right.shape)} do not fit "
-                f"U {tuple(self.lora_left.shape)}, V {tuple(self.lora_right.T.shape)}"
+                f"factors of shapes {[tuple(f.shape) for f in factors]} do not fit "
+                f"{[tuple(p.shape) for p in params]}"
             )
-        self.lora_left.copy_(left)
-        self.lora_right.copy_(right.T)
-        for core in self.lora_cores:
-            core.copy_(self.init_scale * torch.eye(self.rank, dtype=core.dtype, device=core.device))
+        for p, f in zip(params, factors, strict=True):
+            p.copy_(f.to(p.dtype))
         self.compressed = True
+        self._installed = [p.detach().clone() for p in params]
+
+    def changed_since_set(self) -> bool:
+        """Whether the factors differ from those :meth:`set_factors` installed (True if unknown)."""
+        if self._installed is None:
+            return self.compressed
+        return any(
+            not torch.equal(p.detach(), q)
+            for p, q in zip(self.lora_factors.factors, self._installed, strict=True)
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        return {"compressed": self.compressed}
+
+    def load_metadata(self, info: dict[str, Any]) -> None:
+        self.compressed = bool(info.get("compressed", True))
+        self._installed = None  # loaded factors count as trained
 
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.linear(x, self.lora_right)
-        for core in self.lora_cores:
-            h = F.linear(h, core)
-        return F.linear(h, self.lora_left)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._calibration is not None:
-            return self._calibration.forward(self, x)
-        return super().forward(x)
+        for w in self.lora_factors.factors:
+            x = F.linear(x, w)
+        return x
 
     def extra_repr(self) -> str:
         return (
             super().extra_repr()
             + f", rank={self.rank}, depth={self.depth}, init_scale={self.init_scale:g}, "
-            f"compressed={self.compressed}"
+            f"gamma={self.gamma:g}, compressed={self.compressed}"
         )
-
-
-def _random_orthonormal(rows: int, cols: int, *, dtype: torch.dtype, device) -> torch.Tensor:
-    """Haar-distributed ``rows×cols`` matrix with orthonormal columns (``cols <= rows``)."""
-    g = torch.randn(rows, cols, dtype=torch.float64)
-    q, r = torch.linalg.qr(g)
-    q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))
-    return q.to(dtype=dtype, device=device)
