@@ -17,7 +17,8 @@ from lowdim._validation import (
     fail,
 )
 from lowdim.completion import DeepMatrixCompletion
-from lowdim.completion.estimator import DEFAULTS, default_gamma
+from lowdim.completion.estimator import DEFAULTS
+from lowdim.compression import default_gamma
 from lowdim.datasets import completion_problem
 
 

@@ -5,6 +5,7 @@ invariant subspaces; lowdim trains the equivalent compressed model instead.
 """
 
 from .compression import (
+    default_gamma,
     invariant_bases,
     invariant_subspace_compression,
     narrow_factorization,
@@ -36,6 +37,7 @@ __all__ = [
     "MeasurementOperator",
     "Regression",
     "TrainState",
+    "default_gamma",
     "invariant_bases",
     "invariant_subspace_compression",
     "narrow_factorization",

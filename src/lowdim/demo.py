@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ._io import atomic_savefig, atomic_write_json
-from .compression import invariant_subspace_compression
+from .compression import default_gamma, invariant_subspace_compression
 from .factorization import DeepFactorization
 from .training import History, train
 
@@ -43,7 +43,7 @@ def run_demo(
     fraction: float = 0.25,
     depth: int = 3,
     scale: float = 1e-3,
-    gamma: float = 0.15,
+    gamma: float | None = None,
     lr: float | None = None,
     target_error: float = 1e-4,
     max_iter: int = 20000,
@@ -64,9 +64,10 @@ def run_demo(
         ``L``.
     scale : float, default=1e-3
         ε of the orthogonal initialization.
-    gamma : float, default=0.15
-        Learning-rate ratio of the compressed model's bases (seed 003 eq. 11; 0.15 is the papers'
-        0.01 rescaled to ``σ_max(Φ) = 1``, see docs/completion.md).
+    gamma : float, optional
+        Learning-rate ratio of the compressed model's bases (seed 003 eq. 11); default
+        :func:`lowdim.compression.default_gamma` ``(depth)`` (0.15 at L = 3), the rescaling law for
+        ``σ_max(Φ) = 1``.
     lr : float, optional
         Step size η of the summed loss ``½‖P_Ω(W − Φ)‖²``; default ``0.5 / p`` (stable: the
         effective step on the mean loss is 0.5).
@@ -98,6 +99,7 @@ def run_demo(
     full = DeepFactorization([size] * (depth + 1), init="orthogonal", scale=scale, random_state=seed)
 
     t0 = time.perf_counter()
+    gamma = default_gamma(depth) if gamma is None else gamma
     compressed = invariant_subspace_compression(full, sparse_op, rank, gamma=gamma)
     compress_seconds = time.perf_counter() - t0
     common = dict(lr=lr, max_iter=max_iter, target_error=target_error, truth=problem.truth,
@@ -120,7 +122,7 @@ def run_demo(
             "iters_to_1e-3": reached[0] if reached else None,
             "seconds_to_1e-3": setup + reached[1] if reached else None,
             "stop_reason": history.stop_reason,
-            "history": history.as_dict(),
+            "history": history.to_dict(),
         }
 
     settings = dict(size=size, rank=rank, fraction=fraction, depth=depth, scale=scale, gamma=gamma,
@@ -189,7 +191,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fraction", type=float, default=0.25, help="observed fraction (default 0.25)")
     p.add_argument("--depth", type=int, default=3, help="depth L (default 3)")
     p.add_argument("--scale", type=float, default=1e-3, help="initialization scale ε (default 1e-3)")
-    p.add_argument("--gamma", type=float, default=0.15, help="learning-rate ratio of the bases")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="learning-rate ratio of the bases (default: default_gamma(depth), 0.15 at L = 3)")
     p.add_argument("--lr", type=float, default=None, help="step size (default 0.5 / fraction)")
     p.add_argument("--target-error", type=float, default=1e-4, help="stop at this recovery error")
     p.add_argument("--max-iter", type=int, default=20000, help="iteration cap per model")

@@ -178,7 +178,10 @@ class DeepFactorization(nn.Module):
         if any(m < 0 for m in mults):
             raise ValueError(f"learning-rate multipliers must be >= 0, got {mults}")
         self.factors = nn.ParameterList(
-            [nn.Parameter(f.detach().clone(), requires_grad=m > 0) for f, m in zip(factors, mults)]
+            [
+                nn.Parameter(f.detach().clone(memory_format=torch.contiguous_format), requires_grad=m > 0)
+                for f, m in zip(factors, mults)
+            ]
         )
         self.lr_multipliers = mults
 

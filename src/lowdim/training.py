@@ -99,10 +99,6 @@ class History:
             stop_reason=str(data["stop_reason"]),
         )
 
-    def as_dict(self) -> dict:
-        """Same as :meth:`to_dict` (older name, kept for callers that use it)."""
-        return self.to_dict()
-
 
 @dataclass
 class TrainState:

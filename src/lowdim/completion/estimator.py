@@ -90,7 +90,12 @@ from .._validation import (
     check_nonnegative,
     check_positive,
 )
-from ..compression import invariant_subspace_compression, narrow_factorization, spectral_compression
+from ..compression import (
+    default_gamma,
+    invariant_subspace_compression,
+    narrow_factorization,
+    spectral_compression,
+)
 from ..factorization import DeepFactorization
 from ..initialization import ImplicitOrthogonalInit
 from ..training import History, TrainState, train
@@ -98,7 +103,7 @@ from ._data import Observations, parse_observations, parse_query
 from .sparse import SparseEntryObservation, entries_chunked
 
 __all__ = [
-    "CompletionEstimator", "DeepMatrixCompletion", "METHODS", "BIASES", "DEFAULTS", "default_gamma",
+    "CompletionEstimator", "DeepMatrixCompletion", "METHODS", "BIASES", "DEFAULTS",
 ]
 
 METHODS = ("compressed", "spectral", "full", "narrow")
@@ -114,30 +119,6 @@ DEFAULTS = {
 }
 #: γ of seed 003 Fig. 5 (L = 3), and the target scale it is taken to refer to: inferred from lowdim's
 #: measured best γ = 0.15 at L = 3 and σ_max = 1 through γ' = γ·s^{2/L} (module docstring).
-PAPER_GAMMA = 0.01
-REFERENCE_SCALE = (0.15 / PAPER_GAMMA) ** 1.5  # ≈ 58.1
-
-
-def default_gamma(depth: int) -> float:
-    """Default learning-rate ratio γ of the compressed model's bases at depth ``L``, σ_max = 1.
-
-    ``γ(L) = 0.01 · s_ref^{2/L}`` with ``s_ref = 15^{3/2} ≈ 58.1``: the paper's γ = 0.01 carried to
-    unit scale by the rescaling law ``γ' = γ·s^{2/L}`` (derived in the module docstring). Values:
-    0.58 (L = 2), 0.15 (L = 3), 0.076 (L = 4).
-
-    Parameters
-    ----------
-    depth : int
-        Depth ``L >= 1`` of the (virtual) full-width factorization.
-
-    Returns
-    -------
-    float
-    """
-    depth = check_int("depth", depth, 1)
-    return PAPER_GAMMA * REFERENCE_SCALE ** (2 / depth)
-
-
 _FULL_WIDTH_LIMIT = 60_000_000  # L·d² numbers: beyond this "full" refuses (use "compressed")
 _CKPT_NAME = "checkpoint.safetensors"
 
@@ -567,10 +548,6 @@ class DeepMatrixCompletion(CompletionEstimator):
             self.model_, state, history, best = resumed
         else:
             self.model_ = self._build_model(op)
-            # Checkpoints store contiguous tensors; train on that layout from the start, so that a
-            # resumed run repeats the uninterrupted one bit for bit (BLAS results depend on strides).
-            for f in self.model_.factors:
-                f.data = f.data.contiguous()
         model = self.model_
 
         val_t = None
