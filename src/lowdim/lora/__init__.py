@@ -6,7 +6,7 @@ Quick start::
     cfg = DeepLoRAConfig(rank=8, modules_to_save=("classifier",))
     prepare_model(model, cfg)                               # inject + freeze
     compress_deep_lora(model, lambda m: loss_on(m, batch))  # one batch's gradient (Sec. 4.1)
-    opt = torch.optim.AdamW(param_groups(model, lr=1e-2))        # γ from cfg
+    opt = torch.optim.AdamW(param_groups(model, lr=1e-2))   # γ = cfg.gamma on U, V
 
 See ``docs/deep_lora.md``.
 """
