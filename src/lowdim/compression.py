@@ -108,12 +108,14 @@ def compression_basis(
         lambda x: init.chain_rmatmul(gradient.matmul(x), start=1),
         lambda y: gradient.rmatmul(init.chain_matmul(y, start=1)),
         gradient.dtype, gradient.device,
+        lambda: init.chain_rmatmul(gradient.dense(), start=1),
     ).scaled(1.0 / inner)
     second = LinearMap(  # W_1ᵀ G_1 = W_{L:1}ᵀ E, n × n
         (init.dims[0], init.dims[0]),
         lambda x: init.chain_rmatmul(gradient.matmul(x)),
         lambda y: gradient.rmatmul(init.chain_matmul(y)),
         gradient.dtype, gradient.device,
+        lambda: init.chain_rmatmul(gradient.dense()),
     ).scaled(1.0 / (inner * init.scales[0]))
     _, _, right = top_singular(g1, rank, method=svd, generator=generator)
     left, _, _ = top_singular(second, rank, method=svd, generator=generator)
@@ -189,7 +191,9 @@ def invariant_subspace_compression(
         raise ValueError(f"gamma must be a non-negative finite number, got {gamma!r}")
     gradient = _gradient(init, problem)
     dtype = compute_dtype(gradient.dtype)
-    gradient = LinearMap(gradient.shape, gradient.matmul, gradient.rmatmul, dtype, gradient.device)
+    gradient = LinearMap(
+        gradient.shape, gradient.matmul, gradient.rmatmul, dtype, gradient.device, gradient.dense
+    )
     v11 = compression_basis(init, gradient, rank, svd=svd, generator=_as_generator(random_state))
     v, cores = v11, []
     for layer in range(init.depth):

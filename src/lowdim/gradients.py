@@ -35,7 +35,7 @@ def dense_gradient(matrix: torch.Tensor) -> LinearMap:
     """``E`` given as a dense ``m × n`` tensor."""
     e = matrix.detach()
     return LinearMap(tuple(e.shape), lambda x: e.to(x.dtype) @ x, lambda y: e.to(y.dtype).T @ y,
-                     e.dtype, e.device)
+                     e.dtype, e.device, lambda: e)
 
 
 def observed_gradient(
@@ -51,7 +51,7 @@ def observed_gradient(
         return torch.as_tensor(np.ascontiguousarray(out)).to(x.device, x.dtype)
 
     return LinearMap(tuple(shape), lambda x: apply(mat, x), lambda y: apply(mat_t, y),
-                     values.dtype, values.device)
+                     values.dtype, values.device, lambda: torch.as_tensor(mat.toarray()))
 
 
 def layer_gradient(inputs: torch.Tensor, grad_outputs: torch.Tensor) -> LinearMap:
@@ -75,6 +75,7 @@ def layer_gradient(inputs: torch.Tensor, grad_outputs: torch.Tensor) -> LinearMa
         lambda v: d.T.to(v.dtype) @ (x.to(v.dtype) @ v),
         lambda w: x.T.to(w.dtype) @ (d.to(w.dtype) @ w),
         torch.promote_types(x.dtype, d.dtype), x.device,
+        lambda: d.T.to(torch.promote_types(x.dtype, d.dtype)) @ x,
     )
 
 

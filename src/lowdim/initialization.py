@@ -85,6 +85,7 @@ class ExplicitInit(FullWidthInit):
         self.factors = [f.detach().clone() for f in model.factors]
         self.dims = model.dims
         self.scales = [float(torch.linalg.matrix_norm(f.double(), ord=2)) for f in self.factors]
+        self._chains: dict[int, torch.Tensor] = {}
 
     def matmul(self, layer, x):
         return self.factors[layer].to(x.dtype) @ x
@@ -92,8 +93,21 @@ class ExplicitInit(FullWidthInit):
     def rmatmul(self, layer, y):
         return self.factors[layer].to(y.dtype).T @ y
 
+    def _chain(self, start: int) -> torch.Tensor:
+        """``W_{L:start+1}(0)``, formed once (an explicit model is small enough)."""
+        if start not in self._chains:
+            model = DeepFactorization.from_factors(self.factors)
+            self._chains[start] = model.product(start + 1).detach()
+        return self._chains[start]
+
+    def chain_matmul(self, x, start=0):
+        return self._chain(start).to(x.dtype) @ x
+
+    def chain_rmatmul(self, y, start=0):
+        return self._chain(start).to(y.dtype).T @ y
+
     def product(self, dtype=torch.float64):
-        return DeepFactorization.from_factors(self.factors).product().detach().to(dtype)
+        return self._chain(0).to(dtype)
 
 
 def as_init(init: FullWidthInit | DeepFactorization) -> FullWidthInit:

@@ -25,8 +25,9 @@ import torch
 __all__ = ["LinearMap", "SVD_METHODS", "compute_dtype", "orthonormal_columns", "qr_positive", "top_singular"]
 
 SVD_METHODS = ("auto", "dense", "arpack", "randomized")
-#: ``"auto"`` materializes operators with at most this many entries (then LAPACK is exact and fast).
-DENSE_LIMIT = 250_000
+#: ``"auto"`` materializes operators with at most this many entries (LAPACK: exact, and faster than
+#: iterating at this size).
+DENSE_LIMIT = 65_536
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -88,16 +89,23 @@ class LinearMap:
     rmatmul: Callable[[torch.Tensor], torch.Tensor]
     dtype: torch.dtype = torch.float64
     device: torch.device | str = "cpu"
+    #: Optional cheaper way to form ``A`` than ``cols`` products (e.g. ``δᵀX`` in one matmul).
+    materialize: Callable[[], torch.Tensor] | None = None
 
     def dense(self) -> torch.Tensor:
-        """Materialize ``A`` (``cols`` products; small operators only)."""
-        return self.matmul(torch.eye(self.shape[1], dtype=self.dtype, device=self.device))
+        """Materialize ``A`` (small operators only); computed once and kept."""
+        if getattr(self, "_dense", None) is None:
+            if self.materialize is not None:
+                self._dense = self.materialize().to(self.device, self.dtype)
+            else:
+                self._dense = self.matmul(torch.eye(self.shape[1], dtype=self.dtype, device=self.device))
+        return self._dense
 
     def scaled(self, factor: float) -> LinearMap:
         """``factor · A`` (singular vectors unchanged; keeps ε-small operators near unit scale)."""
         return LinearMap(
             self.shape, lambda x: factor * self.matmul(x), lambda y: factor * self.rmatmul(y),
-            self.dtype, self.device,
+            self.dtype, self.device, lambda: factor * self.dense(),
         )
 
 
@@ -148,7 +156,7 @@ def top_singular(
     *,
     method: str = "auto",
     oversample: int = 8,
-    power_iters: int = 4,
+    power_iters: int = 2,
     generator: torch.Generator | None = None,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -164,9 +172,10 @@ def top_singular(
         ``"dense"``: LAPACK on the materialized matrix (exact). ``"arpack"``: Lanczos
         bidiagonalization through products only, to machine precision (CPU, float64 products).
         ``"randomized"``: subspace iteration with ``oversample`` extra columns and
-        ``power_iters`` passes (approximate; the choice on accelerators). ``"auto"``: dense when
-        the matrix has at most 250 000 entries or ``k`` is close to ``min(rows, cols)``, else ARPACK
-        on the CPU and randomized elsewhere.
+        ``power_iters`` passes (approximate, to about the precision of float32). ``"auto"``: dense
+        when the matrix has at most 65 536 entries or ``k`` is close to ``min(rows, cols)``; else
+        ARPACK for float64 operators on the CPU (where machine precision is wanted and reachable)
+        and randomized otherwise (float32/half data, accelerators: e.g. Deep LoRA layers).
     generator, seed
         Randomness of the randomized method and of ARPACK's start vector.
 
@@ -184,7 +193,8 @@ def top_singular(
         if op.shape[0] * op.shape[1] <= DENSE_LIMIT or k >= small - 1:
             method = "dense"
         else:
-            method = "arpack" if torch.device(op.device).type == "cpu" else "randomized"
+            precise = op.dtype == torch.float64 and torch.device(op.device).type == "cpu"
+            method = "arpack" if precise else "randomized"
     if method == "dense" or (method == "arpack" and k >= small - 1):
         return _svd_dense(op, k)
     if method == "arpack":
