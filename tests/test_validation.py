@@ -74,27 +74,27 @@ def test_model_operator_shape_mismatch():
 def test_rank_too_large_for_compression():
     op = FullObservation(low_rank_matrix(10, 10, 2, random_state=0))
     model = DeepFactorization([10, 10, 10])
-    with pytest.raises(ValueError, match=r"d - 2r > 0 .* d = 10; got r = 5"):
+    with pytest.raises(ValueError, match=r"rank must be at most 4, got 5; .*d - 2r > 0 .* d = 10"):
         invariant_subspace_compression(model, op, 5)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="rank must be an integer >= 1, got 0"):
         invariant_subspace_compression(model, op, 0)
     with pytest.raises(ValueError, match="d - 1r > 0"):
         spectral_compression(op, 10, 3)
 
 
 def test_depth_scales_and_step_sizes():
-    with pytest.raises(ValueError, match="depth must be >= 1"):
+    with pytest.raises(ValueError, match="depth L >= 1"):
         DeepFactorization([5])
-    with pytest.raises(ValueError, match="depth must be >= 1"):
+    with pytest.raises(ValueError, match="depth must be an integer >= 1, got 0"):
         narrow_factorization((5, 5), 2, 0)
-    with pytest.raises(ValueError, match="depth >= 2"):
+    with pytest.raises(ValueError, match="depth must be an integer >= 2, got 1; spectral"):
         spectral_compression(FullObservation(np.eye(5)), 2, 1)
-    for scale in (0.0, -1e-3):
-        with pytest.raises(ValueError, match="scales must be positive"):
+    for scale in (0.0, -1e-3, math.nan):
+        with pytest.raises(ValueError, match="scale must be a positive finite number"):
             DeepFactorization([4, 4, 4], scale=scale)
-    with pytest.raises(ValueError, match="depth 2"):
+    with pytest.raises(ValueError, match="2 numbers"):
         DeepFactorization([4, 4, 4], scale=[0.1, 0.1, 0.1])
-    with pytest.raises(ValueError, match="scale must be positive"):
+    with pytest.raises(ValueError, match="scale must be a positive finite number"):
         spectral_compression(FullObservation(np.eye(5)), 2, 3, scale=0.0)
     op = FullObservation(np.eye(4))
     model = DeepFactorization([4, 4, 4])

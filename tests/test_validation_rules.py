@@ -18,8 +18,8 @@ from lowdim._validation import (
 )
 from lowdim.completion import DeepMatrixCompletion
 from lowdim.completion.estimator import DEFAULTS
-from lowdim.compression import default_gamma
 from lowdim.datasets import completion_problem
+from lowdim.defaults import default_gamma
 
 
 def test_helpers_accept_and_convert():

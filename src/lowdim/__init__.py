@@ -5,12 +5,12 @@ invariant subspaces; lowdim trains the equivalent compressed model instead.
 """
 
 from .compression import (
-    default_gamma,
     invariant_bases,
     invariant_subspace_compression,
     narrow_factorization,
     spectral_compression,
 )
+from .defaults import default_gamma
 from .factorization import DeepFactorization
 from .initialization import ExplicitInit, FullWidthInit, ImplicitOrthogonalInit
 from .operators import (

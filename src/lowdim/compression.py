@@ -22,52 +22,25 @@ from collections.abc import Sequence
 
 import torch
 
-from ._validation import check_int
+from ._validation import check_int, check_nonnegative, check_positive, fail
+from .defaults import INIT_SCALE
 from .factorization import DeepFactorization, _as_generator
 from .initialization import ExplicitInit, FullWidthInit, as_init
 from .linalg import LinearMap, compute_dtype, orthonormal_columns, qr_positive, top_singular
 from .operators import MeasurementOperator
 
-#: Seed 003 Fig. 5's ratio γ, and the scale at which it holds (inferred: see :func:`default_gamma`).
-PAPER_GAMMA = 0.01
-REFERENCE_SCALE = (0.15 / PAPER_GAMMA) ** 1.5  # ≈ 58.1
-
-
-def default_gamma(depth: int) -> float:
-    """Default learning-rate ratio γ of the compressed model's bases at depth ``L``, σ_max = 1.
-
-    ``γ(L) = 0.01 · s_ref^{2/L}`` with ``s_ref = 15^{3/2} ≈ 58.1``: the paper's γ = 0.01 carried to
-    unit scale by the rescaling law ``γ' = γ·s^{2/L}``. Derivation: scaling the target by ``s`` and
-    substituting ``W̃_l = s^{1/L} W̃'_l`` (the bases are orthonormal and do not scale) gives the
-    unscaled problem with the cores' step ``η s^{2−2/L}``, initialization ``ε/s^{1/L}`` and the
-    bases' step ``γη s²``, i.e. the ratio ``γ s^{2/L}``. The paper does not state its target's
-    scale: ``s_ref`` is where our measured best γ = 0.15 at L = 3 on σ_max = 1 data puts it.
-    Values: 0.58 (L = 2), 0.15 (L = 3), 0.076 (L = 4).
-
-    Parameters
-    ----------
-    depth : int
-        Depth ``L >= 1`` of the (virtual) full-width factorization.
-
-    Returns
-    -------
-    float
-    """
-    depth = check_int("depth", depth, 1)
-    return PAPER_GAMMA * REFERENCE_SCALE ** (2 / depth)
-
-
 
 def _check_rank(rank: int, dims: Sequence[int], factor: int, what: str) -> int:
-    if int(rank) != rank or rank < 1:
-        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+    """``rank`` r with ``d − factor·r > 0`` for the narrowest width ``d`` (Theorem 2.1's ``m > 0``)."""
+    rank = check_int("rank", rank, 1)
     d = min(dims)
     if d - factor * rank <= 0:
-        raise ValueError(
-            f"{what} needs d - {factor}r > 0 for the narrowest dimension d = {d}; got r = {rank} "
-            f"(d - {factor}r = {d - factor * rank}). Use a smaller rank (at most {(d - 1) // factor})."
+        raise fail(
+            "rank", f"at most {(d - 1) // factor}", rank,
+            f"{what} needs d - {factor}r > 0 for the narrowest dimension d = {d} "
+            f"(d - {factor}r = {d - factor * rank})",
         )
-    return int(rank)
+    return rank
 
 
 def _gradient(init: FullWidthInit, problem: MeasurementOperator | LinearMap) -> LinearMap:
@@ -187,8 +160,7 @@ def invariant_subspace_compression(
     """
     init = as_init(init)
     rank = _check_rank(rank, init.dims, 2, "invariant-subspace compression")
-    if not (gamma >= 0 and math.isfinite(gamma)):
-        raise ValueError(f"gamma must be a non-negative finite number, got {gamma!r}")
+    gamma = check_nonnegative("gamma", gamma)
     gradient = _gradient(init, problem)
     dtype = compute_dtype(gradient.dtype)
     gradient = LinearMap(
@@ -237,7 +209,7 @@ def spectral_compression(
     rank: int,
     depth: int,
     *,
-    scale: float = 1e-3,
+    scale: float = INIT_SCALE,
     alpha: float = 1.0,
 ) -> DeepFactorization:
     r"""C-DLN of seed 000 Algorithm 1: spectral initialization from the surrogate ``A†(y)``.
@@ -253,7 +225,7 @@ def spectral_compression(
         ``r̂ ≥ rank(M*)``; must satisfy ``r̂ < min(m, n)``.
     depth : int
         ``L ≥ 2``.
-    scale : float, default=1e-3
+    scale : float, default=INIT_SCALE (1e-3)
         ε > 0.
     alpha : float, default=1.0
         Learning-rate ratio of the outer factors (> 0).
@@ -263,13 +235,10 @@ def spectral_compression(
     DeepFactorization
         Dims ``[n, r̂, …, r̂, m]`` with multipliers ``[α, 1, …, 1, α]``.
     """
-    if int(depth) != depth or depth < 2:
-        raise ValueError(f"spectral compression needs depth >= 2 (two outer factors), got {depth}")
+    depth = check_int("depth", depth, 2, "spectral compression has two outer factors")
     rank = _check_rank(rank, operator.shape, 1, "spectral compression")
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale}")
-    if not alpha > 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
+    scale = check_positive("scale", scale)
+    alpha = check_positive("alpha", alpha)
     u, _, vh = operator.top_singular(rank)
     eye = torch.eye(rank, dtype=u.dtype, device=u.device)
     factors = [scale * vh] + [scale * eye for _ in range(depth - 2)] + [scale * u]
@@ -283,7 +252,7 @@ def narrow_factorization(
     rank: int,
     depth: int,
     *,
-    scale: float = 1e-3,
+    scale: float = INIT_SCALE,
     init: str = "normal",
     random_state: int | torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
@@ -294,8 +263,7 @@ def narrow_factorization(
     similar width").
     """
     m, n = shape
-    if int(depth) != depth or depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+    depth = check_int("depth", depth, 1)
     rank = _check_rank(rank, shape, 1, "a narrow factorization") if depth > 1 else rank
     dims = [n] + [rank] * (depth - 1) + [m]
     return DeepFactorization(dims, init=init, scale=scale, random_state=random_state, dtype=dtype)

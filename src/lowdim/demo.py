@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from ._io import atomic_savefig, atomic_write_json
-from .compression import default_gamma, invariant_subspace_compression
+from .compression import invariant_subspace_compression
+from .defaults import DEPTH, INIT_SCALE, default_gamma
 from .factorization import DeepFactorization
 from .training import History, train
 
@@ -41,8 +42,8 @@ def run_demo(
     size: int = 400,
     rank: int = 5,
     fraction: float = 0.25,
-    depth: int = 3,
-    scale: float = 1e-3,
+    depth: int = DEPTH,
+    scale: float = INIT_SCALE,
     gamma: float | None = None,
     lr: float | None = None,
     target_error: float = 1e-4,
@@ -66,7 +67,7 @@ def run_demo(
         ε of the orthogonal initialization.
     gamma : float, optional
         Learning-rate ratio of the compressed model's bases (seed 003 eq. 11); default
-        :func:`lowdim.compression.default_gamma` ``(depth)`` (0.15 at L = 3), the rescaling law for
+        :func:`lowdim.defaults.default_gamma` ``(depth)`` (0.15 at L = 3), the rescaling law for
         ``σ_max(Φ) = 1``.
     lr : float, optional
         Step size η of the summed loss ``½‖P_Ω(W − Φ)‖²``; default ``0.5 / p`` (stable: the
@@ -189,8 +190,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=400, help="d: the matrix is d × d (default 400)")
     p.add_argument("--rank", type=int, default=5, help="rank r* of the truth (default 5)")
     p.add_argument("--fraction", type=float, default=0.25, help="observed fraction (default 0.25)")
-    p.add_argument("--depth", type=int, default=3, help="depth L (default 3)")
-    p.add_argument("--scale", type=float, default=1e-3, help="initialization scale ε (default 1e-3)")
+    p.add_argument("--depth", type=int, default=DEPTH, help=f"depth L (default {DEPTH})")
+    p.add_argument("--scale", type=float, default=INIT_SCALE,
+                   help=f"initialization scale ε (default {INIT_SCALE:g})")
     p.add_argument("--gamma", type=float, default=None,
                    help="learning-rate ratio of the bases (default: default_gamma(depth), 0.15 at L = 3)")
     p.add_argument("--lr", type=float, default=None, help="step size (default 0.5 / fraction)")

@@ -23,11 +23,14 @@ Initializations (``init=``):
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from ._validation import check_choice, check_int, check_nonnegative, check_positive, fail
+from .defaults import INIT_SCALE
 from .linalg import qr_positive
 
 INITS = ("orthogonal", "normal", "uniform")
@@ -44,14 +47,12 @@ def _as_generator(random_state: int | torch.Generator | None) -> torch.Generator
     return gen
 
 
-def _per_layer(value: float | Sequence[float], depth: int, name: str) -> list[float]:
-    values = [float(value)] * depth if isinstance(value, (int, float)) else [float(v) for v in value]
+def per_layer(value: float | Sequence[float], depth: int, name: str, check=check_positive) -> list[float]:
+    """One number per layer from a number or a sequence, each passed through ``check``."""
+    values = [value] * depth if isinstance(value, numbers.Real) else list(value)
     if len(values) != depth:
-        raise ValueError(f"{name} has {len(values)} entries but the factorization has depth {depth}")
-    for v in values:
-        if not math.isfinite(v):
-            raise ValueError(f"{name} must be finite, got {v}")
-    return values
+        raise fail(name, f"one number or {depth} numbers (one per layer)", value)
+    return [check(name, v) for v in values]
 
 
 def init_factor(
@@ -96,7 +97,7 @@ def init_factor(
         a = std * math.sqrt(3.0)
         u = torch.rand(rows, cols, generator=generator, dtype=torch.float64)
         return ((2 * u - 1) * a).to(dtype)
-    raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    raise fail("init", f"one of {INITS}", init)
 
 
 class DeepFactorization(nn.Module):
@@ -138,24 +139,19 @@ class DeepFactorization(nn.Module):
         dims: Sequence[int],
         *,
         init: str = "orthogonal",
-        scale: float | Sequence[float] = 1e-3,
+        scale: float | Sequence[float] = INIT_SCALE,
         lr_multipliers: Sequence[float] | None = None,
         random_state: int | torch.Generator | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        dims = [int(d) for d in dims]
+        dims = [check_int("dims", d, 1) for d in dims]
         if len(dims) < 2:
-            raise ValueError(f"depth must be >= 1: dims needs at least two entries, got {dims}")
-        if any(d < 1 for d in dims):
-            raise ValueError(f"all dimensions must be positive, got {dims}")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+            raise fail("dims", "at least two sizes [d_0, …, d_L] (depth L >= 1)", dims)
+        init = check_choice("init", init, INITS)
         depth = len(dims) - 1
-        scales = _per_layer(scale, depth, "scale")
-        if any(s <= 0 for s in scales):
-            raise ValueError(f"initialization scales must be positive, got {scales}")
+        scales = per_layer(scale, depth, "scale")
         gen = _as_generator(random_state)
         factors = [
             init_factor(dims[l + 1], dims[l], scales[l], init, generator=gen, dtype=dtype)
@@ -173,10 +169,8 @@ class DeepFactorization(nn.Module):
                     f"factor {i + 1} has shape {tuple(factors[i].shape)} but factor {i} has "
                     f"{tuple(factors[i - 1].shape)}: consecutive factors must chain"
                 )
-        mults = [1.0] * len(factors) if lr_multipliers is None else list(lr_multipliers)
-        mults = _per_layer(mults, len(factors), "lr_multipliers")
-        if any(m < 0 for m in mults):
-            raise ValueError(f"learning-rate multipliers must be >= 0, got {mults}")
+        mults = per_layer(1.0 if lr_multipliers is None else lr_multipliers, len(factors),
+                          "lr_multipliers", check_nonnegative)
         self.factors = nn.ParameterList(
             [
                 nn.Parameter(f.detach().clone(memory_format=torch.contiguous_format), requires_grad=m > 0)
@@ -203,9 +197,9 @@ class DeepFactorization(nn.Module):
         model = cls.__new__(cls)
         nn.Module.__init__(model)
         if share:
-            mults = [1.0] * len(factors) if lr_multipliers is None else list(lr_multipliers)
             model.factors = nn.ParameterList(list(factors))
-            model.lr_multipliers = _per_layer(mults, len(factors), "lr_multipliers")
+            model.lr_multipliers = per_layer(1.0 if lr_multipliers is None else lr_multipliers,
+                                             len(factors), "lr_multipliers", check_nonnegative)
         else:
             model._setup(factors, lr_multipliers)
         model.init = "given"
@@ -306,8 +300,7 @@ class DeepFactorization(nn.Module):
     # ------------------------------------------------------------------ optimisation
     def param_groups(self, lr: float) -> list[dict]:
         """``torch.optim`` parameter groups, one per trainable factor, with ``lr × multiplier``."""
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"the step size must be positive and finite, got {lr}")
+        lr = check_positive("lr", lr, "the step size η")
         return [
             {"params": [w], "lr": lr * m, "name": f"factors.{i}"}
             for i, (w, m) in enumerate(zip(self.factors, self.lr_multipliers))

@@ -22,7 +22,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .factorization import DeepFactorization, _as_generator
+from ._validation import check_int
+from .defaults import INIT_SCALE
+from .factorization import DeepFactorization, _as_generator, per_layer
 
 __all__ = ["ExplicitInit", "FullWidthInit", "ImplicitOrthogonalInit", "StructuredOrthogonal", "as_init"]
 
@@ -140,8 +142,7 @@ class StructuredOrthogonal:
     """
 
     def __init__(self, size: int, generator: torch.Generator, *, block_size: int = 32) -> None:
-        if size < 1 or block_size < 1:
-            raise ValueError(f"size and block_size must be >= 1, got {size}, {block_size}")
+        size, block_size = check_int("size", size, 1), check_int("block_size", block_size, 1)
         self.size = size
         self.block = b = min(block_size, size)
         rounds = 1 if b in (1, size) else math.ceil(math.log(size) / math.log(b)) + 1
@@ -214,19 +215,14 @@ class ImplicitOrthogonalInit(FullWidthInit):
         self,
         shape: tuple[int, int],
         depth: int,
-        scale: float | Sequence[float] = 1e-3,
+        scale: float | Sequence[float] = INIT_SCALE,
         *,
         block_size: int = 32,
         random_state: int | torch.Generator | None = None,
     ) -> None:
-        m, n = (int(s) for s in shape)
-        if m < 1 or n < 1:
-            raise ValueError(f"shape must be positive, got {shape}")
-        if int(depth) != depth or depth < 1:
-            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-        scales = [float(scale)] * depth if isinstance(scale, (int, float)) else [float(s) for s in scale]
-        if len(scales) != depth or not all(s > 0 and math.isfinite(s) for s in scales):
-            raise ValueError(f"scale must be {depth} positive finite numbers, got {scale!r}")
+        m, n = (check_int("shape", s, 1) for s in shape)
+        depth = check_int("depth", depth, 1)
+        scales = per_layer(scale, depth, "scale")
         self.width = k = max(m, n)
         self.dims = [n] + [k] * (depth - 1) + [m]
         self.scales = scales

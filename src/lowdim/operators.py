@@ -82,7 +82,7 @@ class MeasurementOperator(ABC):
         The default forms ``W_{L:1}(0)`` (dense problems are small) and differentiates
         :meth:`apply`; :class:`EntryObservation` keeps it sparse.
         """
-        w = init.product(self.y.dtype).to(self.y.device).requires_grad_(True)
+        w = init.product(self.y.dtype).to(self.y.device).detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(0.5 * (self.apply(w) - self.y).square().sum(), w)
         return dense_gradient(grad)
 

@@ -30,6 +30,7 @@ import torch
 
 from .._validation import check_int, check_nonnegative
 from ..compression import narrow_factorization
+from ..defaults import INIT_SCALE
 from .estimator import CompletionEstimator, DeepMatrixCompletion
 
 __all__ = ["AltMin", "SoftImpute", "BurerMonteiro"]
@@ -256,7 +257,7 @@ class BurerMonteiro(DeepMatrixCompletion):
     method = "narrow"
     outer_ratio = None
 
-    def __init__(self, rank=10, init_scale=1e-3, learning_rate=None, max_iter=5000, tol=1e-10,
+    def __init__(self, rank=10, init_scale=INIT_SCALE, learning_rate=None, max_iter=5000, tol=1e-10,
                  max_time=None, weight_decay=0.0, momentum=0.0, bias="none", bias_reg=10.0,
                  validation_fraction=None, n_iter_no_change=10, eval_every=10,
                  duplicates="error", unknown="error", dtype="float64", device="cpu",

@@ -28,6 +28,7 @@ import pandas as pd
 
 from .._io import atomic_savefig, atomic_write_text
 from .._validation import check_fraction
+from ..defaults import DEPTH
 
 __all__ = ["register", "run"]
 
@@ -55,7 +56,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    choices=["compressed", "spectral", "full", "narrow"],
                    help="spectral (C-DLN, default: best on ratings data) or compressed "
                         "(invariant-subspace), full, narrow")
-    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--depth", type=int, default=DEPTH, help=f"depth L (default {DEPTH})")
     p.add_argument("--init-scale", type=float, default=None,
                    help="initialization scale ε (default 0.1: noisy ratings need no long "
                         "small-initialization plateau; early stopping regularizes)")

@@ -91,11 +91,11 @@ from .._validation import (
     check_positive,
 )
 from ..compression import (
-    default_gamma,
     invariant_subspace_compression,
     narrow_factorization,
     spectral_compression,
 )
+from ..defaults import DEPTH, INIT_SCALE, default_gamma
 from ..factorization import DeepFactorization
 from ..initialization import ImplicitOrthogonalInit
 from ..training import History, TrainState, train
@@ -387,9 +387,9 @@ class DeepMatrixCompletion(CompletionEstimator):
     def __init__(
         self,
         rank: int = 10,
-        depth: int = 3,
+        depth: int = DEPTH,
         method: str = "compressed",
-        init_scale: float = 1e-3,
+        init_scale: float = INIT_SCALE,
         learning_rate: float | None = None,
         outer_ratio: float | None = None,
         max_iter: int = 5000,

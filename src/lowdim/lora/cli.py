@@ -14,7 +14,14 @@ import argparse
 import os
 from pathlib import Path
 
-from .config import BERT_TARGETS
+from .._config import add_config_options, config_kwargs
+from .finetune import FinetuneConfig
+
+#: FinetuneConfig fields offered as options (their defaults and help come from the config).
+_CONFIG_OPTIONS = (
+    "rank", "lora_alpha", "lora_lr", "deeplora_lr", "gamma", "depth", "init_scale", "head_lr",
+    "target_modules", "batch_size", "max_length", "max_steps", "max_eval",
+)
 
 
 def _default_model() -> str | None:
@@ -52,19 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--method", nargs="+", default=["lora", "deeplora"], choices=["lora", "deeplora"])
     p.add_argument("--n", type=int, nargs="+", default=[16], help="training-set sizes")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..SEEDS-1)")
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--lora-alpha", type=float, default=8.0)
-    p.add_argument("--lora-lr", type=float, default=1e-4)
-    p.add_argument("--deeplora-lr", type=float, default=1e-2)
-    p.add_argument("--gamma", type=float, default=1e-2, help="Deep LoRA outer-basis ratio")
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--init-scale", type=float, default=1e-3)
-    p.add_argument("--head-lr", type=float, default=None)
-    p.add_argument("--target-modules", nargs="+", default=list(BERT_TARGETS))
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--max-steps", type=int, default=500, help="step cap per run")
-    p.add_argument("--max-eval", type=int, default=None, help="evaluate on the first N dev examples")
+    add_config_options(p, FinetuneConfig, _CONFIG_OPTIONS)
     p.add_argument("--out", default="finetune-runs", help="output folder")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true")
@@ -76,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .._io import atomic_write_text
-    from .finetune import FinetuneConfig, format_summary, run_finetune
+    from .finetune import format_summary, run_finetune
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,12 +80,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cfg = FinetuneConfig(
         model=args.model, data_root=args.data_root, task=args.task, methods=tuple(args.method),
-        n_train=tuple(args.n), seeds=tuple(range(args.seeds)), rank=args.rank,
-        lora_alpha=args.lora_alpha, lora_lr=args.lora_lr, deeplora_lr=args.deeplora_lr,
-        gamma=args.gamma, depth=args.depth, init_scale=args.init_scale, head_lr=args.head_lr,
-        target_modules=tuple(args.target_modules), batch_size=args.batch_size,
-        max_length=args.max_length, max_steps=args.max_steps, max_eval=args.max_eval,
+        n_train=tuple(args.n), seeds=tuple(range(args.seeds)),
         output=str(out / "results.jsonl"), progress=not args.no_progress,
+        **config_kwargs(args, _CONFIG_OPTIONS),
     )
     records = run_finetune(cfg)
     table = format_summary(records)

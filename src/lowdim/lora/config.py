@@ -10,6 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._validation import check_int, check_nonnegative, check_positive, fail
+from ..defaults import DEPTH, INIT_SCALE, LORA_ALPHA, LORA_GAMMA, LORA_RANK
+
 #: Attention and feed-forward linears of a BERT-style encoder (query/key/value, attention output,
 #: intermediate and output dense).  ``"output.dense"`` matches both ``attention.output.dense`` and
 #: the feed-forward ``output.dense`` by suffix.
@@ -37,7 +40,7 @@ class AdapterConfig:
         See each field's ``metadata["help"]``.
     """
 
-    rank: int = field(default=8, metadata=_help("Adapter rank r (width of the low-rank update)."))
+    rank: int = field(default=LORA_RANK, metadata=_help("Adapter rank r (width of the low-rank update)."))
     target_modules: tuple[str, ...] | str = field(
         default=BERT_TARGETS,
         metadata=_help(
@@ -63,10 +66,9 @@ class AdapterConfig:
         if isinstance(self.target_modules, list):
             self.target_modules = tuple(self.target_modules)
         self.modules_to_save = tuple(self.modules_to_save)
-        if not isinstance(self.rank, int) or self.rank < 1:
-            raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        self.rank = check_int("rank", self.rank, 1)
+        if check_nonnegative("dropout", self.dropout) >= 1.0:
+            raise fail("dropout", "a probability in [0, 1)", self.dropout)
         if not self.target_modules:
             raise ValueError("target_modules is empty: name at least one module to adapt")
 
@@ -100,14 +102,15 @@ class LoRAConfig(AdapterConfig):
     ``A`` is Gaussian with standard deviation 1 and ``B = 0`` at initialization (App. B).
     """
 
-    alpha: float = field(default=8.0, metadata=_help("LoRA scale alpha; the update is (alpha/r)·B·A."))
+    alpha: float = field(
+        default=LORA_ALPHA, metadata=_help("LoRA scale alpha; the update is (alpha/r)·B·A.")
+    )
 
     adapter_type = "lora"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be positive, got {self.alpha!r}")
+        self.alpha = check_positive("alpha", self.alpha)
 
 
 @dataclass
@@ -125,20 +128,20 @@ class DeepLoRAConfig(AdapterConfig):
     """
 
     rank: int = field(
-        default=8,
+        default=LORA_RANK,
         metadata=_help(
             "Adapter width r (as LoRA's r; the paper's rank-r compression): an even number >= 2, "
             "r/2 directions from each of the two gradient blocks of the compression (Sec. 2.3)."
         ),
     )
 
-    depth: int = field(default=3, metadata=_help("Depth L of the factorization ΔW = W^(L)···W^(1)."))
+    depth: int = field(default=DEPTH, metadata=_help("Depth L of the factorization ΔW = W^(L)···W^(1)."))
     init_scale: float = field(
-        default=1e-3,
+        default=INIT_SCALE,
         metadata=_help("Scale ε of the ε-orthogonal full-width initialization (eq. 3); cores start at ε·I."),
     )
     gamma: float = field(
-        default=1e-2,
+        default=LORA_GAMMA,
         metadata=_help(
             "Discrepant learning-rate ratio γ of the outer bases U, V (lr γ·η; γ = 0 freezes them)."
         ),
@@ -158,17 +161,17 @@ class DeepLoRAConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.depth, int) or self.depth < 2:
-            raise ValueError(f"depth must be an integer >= 2 for Deep LoRA, got {self.depth!r}")
-        if not self.init_scale > 0:
-            raise ValueError(f"init_scale must be positive, got {self.init_scale!r}")
-        if not self.gamma >= 0:
-            raise ValueError(f"gamma must be >= 0, got {self.gamma!r}")
-        self.check_rank(self.rank)
+        self.depth, self.init_scale, self.gamma = self.check(
+            self.rank, self.depth, self.init_scale, self.gamma
+        )
 
     @staticmethod
-    def check_rank(rank: int) -> None:
-        """Deep LoRA's ``rank`` (the adapter width) must be an even integer >= 2."""
+    def check(rank: int, depth: int, init_scale: float, gamma: float) -> tuple[int, float, float]:
+        """The rules of Deep LoRA's settings (config and layer alike); returns ``(L, ε, γ)``.
+
+        ``rank`` (the adapter width) must be an even integer >= 2, ``depth`` >= 2, ``ε > 0``,
+        ``γ >= 0``.
+        """
         if not isinstance(rank, int) or rank < 2 or rank % 2:
             hint = f"; use rank={rank + 1}" if isinstance(rank, int) and rank >= 1 else ""
             raise ValueError(
@@ -176,3 +179,8 @@ class DeepLoRAConfig(AdapterConfig):
                 f"{rank!r}{hint}: the compression takes r/2 directions from each of its two "
                 "gradient blocks (seed 003 Sec. 2.3)"
             )
+        return (
+            check_int("depth", depth, 2, "Deep LoRA's factorization ΔW = W^(L)···W^(1) is deep"),
+            check_positive("init_scale", init_scale),
+            check_nonnegative("gamma", gamma, "γ = 0 freezes the outer bases"),
+        )

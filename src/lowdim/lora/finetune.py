@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_write_text
+from ..defaults import DEEP_LORA_LR, DEPTH, INIT_SCALE, LORA_ALPHA, LORA_GAMMA, LORA_LR, LORA_RANK
 from ..dynamics import rank_from_singular_values
 from .compression import compress_deep_lora
 from .config import BERT_TARGETS, DeepLoRAConfig
@@ -69,13 +70,15 @@ class FinetuneConfig:
         default=(0, 1, 2, 3, 4),
         metadata=_help("Seeds (one subset per seed and n)."),
     )
-    rank: int = field(default=8, metadata=_help("Adapter rank r (both methods)."))
-    lora_alpha: float = field(default=8.0, metadata=_help("LoRA scale α."))
-    lora_lr: float = field(default=1e-4, metadata=_help("LoRA learning rate η."))
-    deeplora_lr: float = field(default=1e-2, metadata=_help("Deep LoRA learning rate η (cores)."))
-    gamma: float = field(default=1e-2, metadata=_help("Deep LoRA outer-basis ratio γ (lr γη)."))
-    depth: int = field(default=3, metadata=_help("Deep LoRA depth L."))
-    init_scale: float = field(default=1e-3, metadata=_help("Deep LoRA init scale ε."))
+    rank: int = field(default=LORA_RANK, metadata=_help("Adapter rank r (both methods)."))
+    lora_alpha: float = field(default=LORA_ALPHA, metadata=_help("LoRA scale α."))
+    lora_lr: float = field(default=LORA_LR, metadata=_help("LoRA learning rate η."))
+    deeplora_lr: float = field(
+        default=DEEP_LORA_LR, metadata=_help("Deep LoRA learning rate η (cores).")
+    )
+    gamma: float = field(default=LORA_GAMMA, metadata=_help("Deep LoRA outer-basis ratio γ (lr γη)."))
+    depth: int = field(default=DEPTH, metadata=_help("Deep LoRA depth L."))
+    init_scale: float = field(default=INIT_SCALE, metadata=_help("Deep LoRA init scale ε."))
     head_lr: float | None = field(
         default=None,
         metadata=_help("Head learning rate (default: the method's η)."),

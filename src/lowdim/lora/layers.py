@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..defaults import DEPTH, INIT_SCALE, LORA_ALPHA, LORA_GAMMA, LORA_RANK
 from ..dynamics import rank_from_singular_values
 from ..factorization import DeepFactorization
 from ..linalg import compute_dtype, qr_positive
@@ -217,7 +218,9 @@ class LoRALinear(AdapterLayer):
 
     config_class = LoRAConfig
 
-    def __init__(self, base: nn.Linear, *, rank: int = 8, alpha: float = 8.0, dropout: float = 0.0):
+    def __init__(
+        self, base: nn.Linear, *, rank: int = LORA_RANK, alpha: float = LORA_ALPHA, dropout: float = 0.0
+    ):
         _check_linear(base, rank, strict=False)
         super().__init__(base, dropout)
         self.rank = rank
@@ -282,25 +285,17 @@ class DeepLoRALinear(AdapterLayer):
         self,
         base: nn.Linear,
         *,
-        rank: int = 8,
-        depth: int = 3,
-        init_scale: float = 1e-3,
-        gamma: float = 1e-2,
+        rank: int = LORA_RANK,
+        depth: int = DEPTH,
+        init_scale: float = INIT_SCALE,
+        gamma: float = LORA_GAMMA,
         dropout: float = 0.0,
     ):
-        DeepLoRAConfig.check_rank(rank)
+        checked = DeepLoRAConfig.check(rank, depth, init_scale, gamma)
         _check_linear(base, rank, strict=True)
-        if int(depth) != depth or depth < 1:
-            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-        if not init_scale > 0:
-            raise ValueError(f"init_scale must be positive, got {init_scale}")
-        if not gamma >= 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma!r}")
         super().__init__(base, dropout)
         self.rank = rank
-        self.depth = int(depth)
-        self.init_scale = float(init_scale)
-        self.gamma = float(gamma)
+        self.depth, self.init_scale, self.gamma = checked
         u = qr_positive(torch.randn(self.out_features, rank, dtype=torch.float64))[0]
         v = qr_positive(torch.randn(self.in_features, rank, dtype=torch.float64))[0]
         cores = [self.init_scale * torch.eye(rank, dtype=torch.float64) for _ in range(self.depth)]
