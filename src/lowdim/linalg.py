@@ -22,7 +22,10 @@ import numpy as np
 import scipy.sparse.linalg
 import torch
 
-__all__ = ["LinearMap", "SVD_METHODS", "compute_dtype", "orthonormal_columns", "qr_positive", "top_singular"]
+__all__ = [
+    "LinearMap", "SVD_METHODS", "compute_dtype", "factored_svd", "orthonormal_columns", "qr_positive",
+    "top_singular",
+]
 
 SVD_METHODS = ("auto", "dense", "arpack", "randomized")
 #: ``"auto"`` materializes operators with at most this many entries (LAPACK: exact, and faster than
@@ -74,6 +77,21 @@ def orthonormal_columns(a: torch.Tensor, generator: torch.Generator | None = Non
     fill = fill - keep @ (keep.T @ fill)
     q, _ = qr_positive(torch.cat([keep, fill], 1))
     return q
+
+
+def factored_svd(
+    left: torch.Tensor, core: torch.Tensor, right: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SVD ``(U, s, Vᵀ)`` of ``left @ core @ right`` without forming the ``m × n`` product.
+
+    ``left`` is ``m × r``, ``core`` ``r × r``, ``right`` ``r × n``: thin QRs of the outer factors and
+    an ``r × r`` SVD, ``O((m + n) r²)``. Computed in :func:`compute_dtype` of the inputs.
+    """
+    dtype = compute_dtype(left.dtype)
+    q_l, r_l = torch.linalg.qr(left.to(dtype))
+    q_r, r_r = torch.linalg.qr(right.to(dtype).T)
+    u, s, vt = torch.linalg.svd(r_l @ core.to(dtype) @ r_r.T)
+    return q_l @ u, s, vt @ q_r.T
 
 
 @dataclass

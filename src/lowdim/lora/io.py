@@ -24,7 +24,7 @@ from torch import nn
 
 from .._io import atomic_write_bytes
 from ..dynamics import rank_from_singular_values
-from ..linalg import compute_dtype
+from ..linalg import factored_svd
 from .config import AdapterConfig
 from .inject import (
     adapter_layers,
@@ -170,13 +170,9 @@ def low_rank_factors(
     left, core, right = (t.detach() for t in layer.factors())
     if not truncate:
         return left @ core, right
-    dtype = left.dtype
-    left, core, right = (t.to(compute_dtype(dtype)) for t in (left, core, right))  # no bf16 QR
-    q_l, r_l = torch.linalg.qr(left)
-    q_r, r_r = torch.linalg.qr(right.T)
-    u, s, vt = torch.linalg.svd(r_l @ core @ r_r.T)
-    k = rank_from_singular_values(s, (layer.out_features, layer.in_features), dtype)
-    return ((q_l @ u[:, :k]) * s[:k]).to(dtype), (vt[:k] @ q_r.T).to(dtype)
+    u, s, vt = factored_svd(left, core, right)
+    k = rank_from_singular_values(s, (layer.out_features, layer.in_features), left.dtype)
+    return (u[:, :k] * s[:k]).to(left.dtype), vt[:k].to(left.dtype)
 
 
 def numerical_ranks(model: nn.Module) -> dict[str, int]:

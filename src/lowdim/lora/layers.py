@@ -40,7 +40,7 @@ from torch import nn
 from ..defaults import DEPTH, INIT_SCALE, LORA_ALPHA, LORA_GAMMA, LORA_RANK
 from ..dynamics import rank_from_singular_values
 from ..factorization import DeepFactorization
-from ..linalg import compute_dtype, qr_positive
+from ..linalg import factored_svd, qr_positive
 from .config import AdapterConfig, DeepLoRAConfig, LoRAConfig
 
 __all__ = [
@@ -60,10 +60,7 @@ def singular_values(left: torch.Tensor, core: torch.Tensor, right: torch.Tensor)
     ``left`` is d_out×r, ``core`` r×r, ``right`` r×d_in; cost O((d_in + d_out)·r²). Low-precision
     inputs are handled in float32.
     """
-    dtype = compute_dtype(left.dtype)
-    _, r_left = torch.linalg.qr(left.to(dtype))
-    _, r_right = torch.linalg.qr(right.to(dtype).T)
-    return torch.linalg.svdvals(r_left @ core.to(dtype) @ r_right.T)
+    return factored_svd(left, core, right)[1]
 
 
 def _check_linear(base: nn.Module, rank: int, strict: bool) -> None:
