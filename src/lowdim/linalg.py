@@ -216,5 +216,8 @@ def top_singular(
     if method == "dense" or (method == "arpack" and k >= small - 1):
         return _svd_dense(op, k)
     if method == "arpack":
-        return _svd_arpack(op, k, seed)
+        try:
+            return _svd_arpack(op, k, seed)
+        except scipy.sparse.linalg.ArpackError:  # e.g. a zero or numerically rank-deficient operator
+            return _svd_randomized(op, k, oversample, max(power_iters, 8), generator)
     return _svd_randomized(op, k, oversample, power_iters, generator)

@@ -31,6 +31,8 @@ import torch
 from .._validation import check_int, check_nonnegative
 from ..compression import narrow_factorization
 from ..defaults import INIT_SCALE
+from ..gradients import observed_gradient
+from ..linalg import top_singular
 from .estimator import CompletionEstimator, DeepMatrixCompletion
 
 __all__ = ["AltMin", "SoftImpute", "BurerMonteiro"]
@@ -104,13 +106,8 @@ class AltMin(CompletionEstimator):
         m, n = obs.shape
         p = v.size / (m * n)
         k = int(self.rank)
-        mat = scipy.sparse.csr_matrix((v / p, (r, c)), shape=(m, n))
-        v0 = np.random.default_rng(0).standard_normal(min(m, n))
-        if k >= min(m, n) - 1:
-            u, s, _ = np.linalg.svd(mat.toarray(), full_matrices=False)
-            u = u[:, :k]
-        else:
-            u, s, _ = scipy.sparse.linalg.svds(mat, k=k, v0=v0, tol=1e-8)
+        surrogate = observed_gradient(torch.as_tensor(r), torch.as_tensor(c), torch.as_tensor(v / p), (m, n))
+        u = top_singular(surrogate, k)[0].numpy()  # spectral initialization (Jain et al. 2013)
         # Clip rows of large norm (incoherence step of Jain et al.) and re-orthonormalize.
         norms = np.linalg.norm(u, axis=1)
         cap = 2 * math.sqrt(k / m)
@@ -200,11 +197,10 @@ class SoftImpute(CompletionEstimator):
         check_nonnegative("shrinkage", self.shrinkage)
         m, n = obs.shape
         k = int(self.max_rank)
-        y_sp = scipy.sparse.csr_matrix((v, (r, c)), shape=(m, n))
         rng = np.random.default_rng(0)
-        smax = scipy.sparse.linalg.svds(
-            y_sp, k=1, v0=rng.standard_normal(min(m, n)), return_singular_vectors=False
-        )[0]
+        smax = float(top_singular(
+            observed_gradient(torch.as_tensor(r), torch.as_tensor(c), torch.as_tensor(v), (m, n)), 1
+        )[1][0])
         lam = float(self.shrinkage) * float(smax)
         u = np.zeros((m, 0))
         s = np.zeros(0)

@@ -97,7 +97,9 @@ from ..compression import (
 )
 from ..defaults import DEPTH, INIT_SCALE, default_gamma
 from ..factorization import DeepFactorization
+from ..gradients import observed_gradient
 from ..initialization import ImplicitOrthogonalInit
+from ..linalg import top_singular
 from ..training import History, TrainState, train
 from ._data import Observations, parse_observations, parse_query
 from .sparse import SparseEntryObservation, entries_chunked
@@ -124,12 +126,10 @@ _CKPT_NAME = "checkpoint.safetensors"
 
 
 def _top_sigma(rows, cols, values, shape) -> float:
-    mat = scipy.sparse.csr_matrix((values, (rows, cols)), shape=shape)
-    if min(shape) <= 3 or shape[0] * shape[1] <= 40_000:
-        return float(np.linalg.norm(mat.toarray(), 2))
-    v0 = np.random.default_rng(0).standard_normal(min(shape))
-    s = scipy.sparse.linalg.svds(mat, k=1, v0=v0, return_singular_vectors=False, tol=1e-6)
-    return float(s[0])
+    """Largest singular value of the sparse matrix with ``values`` at ``(rows, cols)``."""
+    values = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    return float(top_singular(observed_gradient(torch.as_tensor(rows), torch.as_tensor(cols), values,
+                                                shape), 1)[1][0])
 
 
 def fit_biases(rows, cols, values, shape, kind: str, reg: float, sweeps: int = 10):
