@@ -2,14 +2,16 @@
 
 Every file lowdim writes as a result (JSON summaries, CSV predictions, PNG figures, adapters) goes
 through :func:`atomic_write`, which writes a temporary file in the same folder and renames it over
-the target (``os.replace`` is atomic on POSIX and Windows).
+the target (``os.replace`` is atomic on POSIX and Windows). The temporary file is created with mode
+``0o666`` filtered by the process umask (as ``open(path, "w")`` would), so results get the user's
+usual permissions (``0644`` under the common umask ``022``), not ``tempfile``'s private ``0600``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _create_temporary(path)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -42,6 +43,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _create_temporary(path: Path) -> str:
+    """Create an empty, unique ``.<name>.<random>.tmp`` beside ``path``, mode ``0o666 & ~umask``."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies umask
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

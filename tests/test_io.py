@@ -1,0 +1,54 @@
+"""Atomic writers: results follow the umask (not tempfile's 0600), are whole or absent."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from lowdim._io import atomic_savefig, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_every_writer_follows_the_umask(tmp_path, umask_022):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    written = [
+        atomic_write_bytes(tmp_path / "a.bin", b"\x00\x01"),
+        atomic_write_text(tmp_path / "b.txt", "text"),
+        atomic_write_json(tmp_path / "c.json", {"x": 1.0}),
+        atomic_savefig(tmp_path / "d.png", fig),
+        atomic_write(tmp_path / "e.txt", lambda tmp: open(tmp, "w").write("callable")),
+    ]
+    plt.close(fig)
+    assert [_mode(p) for p in written] == [0o644] * 5
+    os.umask(0o077)
+    assert _mode(atomic_write_text(tmp_path / "private.txt", "x")) == 0o600
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_failed_write_leaves_the_old_file(tmp_path):
+    target = atomic_write_text(tmp_path / "r.json", "old")
+
+    def boom(tmp):
+        open(tmp, "w").write("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, boom)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["r.json"]
