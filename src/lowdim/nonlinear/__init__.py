@@ -9,13 +9,14 @@
 
 from .convert import ConversionReport, compress_network, param_groups, penultimate_linear
 from .deep_linear import MODES, DeepLinear, default_rank
-from .models import mlp
+from .models import deep_network, mlp
 
 __all__ = [
     "MODES",
     "ConversionReport",
     "DeepLinear",
     "compress_network",
+    "deep_network",
     "default_rank",
     "mlp",
     "param_groups",
