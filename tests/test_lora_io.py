@@ -78,7 +78,7 @@ def test_save_load_identical_outputs(tmp_path, kind, trained):
     batch = _inputs()
     expected = model(**batch).logits
     save_adapter(model, tmp_path / "adapter", cfg)
-    meta = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    meta = json.loads((tmp_path / "adapter" / "lowdim_adapter_config.json").read_text())
     assert meta["config"]["rank"] == cfg.rank and len(meta["layers"]) == 12
     fresh = tiny_bert()  # same base weights, different (fresh) head/adapters
     assert not torch.allclose(fresh(**batch).logits, expected)

@@ -8,10 +8,13 @@ from collections.abc import Iterable, Iterator
 from torch import nn
 
 from .config import AdapterConfig
-from .layers import AdapterLayer, adapter_class
+from .layers import AdapterLayer, adapter_class, linear_shape
 
 __all__ = [
+    "ALL_LINEAR",
+    "HEAD_NAMES",
     "match_modules",
+    "target_names",
     "inject_adapters",
     "freeze_for_adapters",
     "adapter_layers",
@@ -37,6 +40,38 @@ def match_modules(model: nn.Module, patterns: tuple[str, ...] | str) -> list[str
     return [name for name, _ in model.named_modules() if name and _matches(name, patterns)]
 
 
+#: ``target_modules`` value adapting every linear layer except the output and task heads (PEFT's).
+ALL_LINEAR = "all-linear"
+#: Task heads of ``transformers`` sequence-classification models (BERT ``classifier``, GPT-2/Llama
+#: ``score``): PEFT trains them fully (its ``modules_to_save``) for ``task_type="SEQ_CLS"``.
+HEAD_NAMES: tuple[str, ...] = ("classifier", "score")
+
+
+def _under(name: str, roots: Iterable[str]) -> bool:
+    return any(name == r or name.startswith(r + ".") for r in roots)
+
+
+def target_names(model: nn.Module, config: AdapterConfig) -> list[str]:
+    """Qualified names of the modules that ``config.target_modules`` selects for adapters.
+
+    ``"all-linear"`` selects every ``nn.Linear``/``Conv1D`` except the output embeddings
+    (``model.get_output_embeddings()``), the task heads :data:`HEAD_NAMES` and
+    ``config.modules_to_save``, as PEFT does (an adapter layer counts as the linear layer it wraps).
+    Modules inside an adapter are never selected.
+    """
+    if config.target_modules == ALL_LINEAR:
+        out = getattr(model, "get_output_embeddings", lambda: None)()
+        skip = {n for n, m in model.named_modules() if m is out and out is not None}
+        skip.update(match_modules(model, HEAD_NAMES + tuple(config.modules_to_save)))
+        names = [
+            n for n, m in model.named_modules()
+            if n and (linear_shape(m) is not None or isinstance(m, AdapterLayer)) and not _under(n, skip)
+        ]
+    else:
+        names = match_modules(model, config.target_modules)
+    return [n for n in names if not _inside_adapter(model, n)]
+
+
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -44,7 +79,10 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def inject_adapters(model: nn.Module, config: AdapterConfig) -> list[str]:
-    """Replace every targeted ``nn.Linear`` of ``model`` by an adapter wrapper, in place.
+    """Replace every targeted linear layer of ``model`` by an adapter wrapper, in place.
+
+    Targets are ``nn.Linear`` and GPT-2's ``Conv1D`` (weight stored transposed) modules selected by
+    :func:`target_names`.
 
     Parameters
     ----------
@@ -62,13 +100,10 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> list[str]:
     Raises
     ------
     ValueError
-        If the targets match nothing, match a module that is not ``nn.Linear`` (or is already
-        adapted), or the rank is too large for a matched layer.
+        If the targets match nothing, match a module that is not linear (or is already adapted),
+        or the rank is too large for a matched layer.
     """
-    names = [
-        n for n in match_modules(model, config.target_modules)
-        if not _inside_adapter(model, n)
-    ]
+    names = target_names(model, config)
     if not names:
         raise ValueError(
             f"target_modules {config.target_modules!r} match no module of {type(model).__name__}"
@@ -77,22 +112,22 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> list[str]:
         module = model.get_submodule(name)
         if isinstance(module, AdapterLayer):
             raise ValueError(f"module {name!r} already has an adapter")
-        if not isinstance(module, nn.Linear):
+        if linear_shape(module) is None:
             raise ValueError(
-                f"target {name!r} is a {type(module).__name__}; only torch.nn.Linear can be adapted "
-                "(narrow target_modules, e.g. to 'attention.self.query')"
+                f"target {name!r} is a {type(module).__name__}; only torch.nn.Linear and "
+                "transformers Conv1D can be adapted (narrow target_modules, e.g. to "
+                "'attention.self.query', or use target_modules='all-linear')"
             )
     layer_cls = adapter_class(config)
-    wrapped = []
-    for name in names:
-        base = model.get_submodule(name)
+    layers = {}
+    for name in names:  # build every layer first: a refused layer leaves the model unchanged
         try:
-            layer = layer_cls.from_config(base, config)
+            layers[name] = layer_cls.from_config(model.get_submodule(name), config)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
+    for name, layer in layers.items():
         _set_submodule(model, name, layer)
-        wrapped.append(name)
-    return wrapped
+    return names
 
 
 def _inside_adapter(model: nn.Module, name: str) -> bool:
@@ -135,7 +170,7 @@ def freeze_for_adapters(model: nn.Module, modules_to_save: Iterable[str] | str =
     }
     trainable = []
     for name, param in model.named_parameters():
-        on = id(param) in trained or any(name.startswith(k + ".") for k in keep)
+        on = id(param) in trained or _under(name, keep)
         param.requires_grad_(on)
         if on:
             trainable.append(name)

@@ -1,4 +1,4 @@
-"""Adapter layers wrapping a frozen :class:`torch.nn.Linear`, and the registry of adapter kinds.
+"""Adapter layers around a frozen linear layer (``nn.Linear``, GPT-2 ``Conv1D``); the adapter registry.
 
 ``LoRALinear``
     ``y = W0 x + (α/r)·B A x`` (Hu et al. 2021; seed 003 Sec. 4.1, the baseline), ``A`` Gaussian
@@ -16,7 +16,7 @@ and PEFT export all go through the hooks below, so adding a kind touches one pla
 Hooks of an adapter layer
 -------------------------
 ``from_config(base, config)``
-    Build the adapter around a frozen ``nn.Linear`` from its config.
+    Build the adapter around a frozen linear layer from its config.
 ``adapter_parameters()``
     ``(name, parameter)`` of every adapter parameter (saved and loaded; names relative to the layer).
 ``param_groups(lr)``
@@ -63,14 +63,31 @@ def singular_values(left: torch.Tensor, core: torch.Tensor, right: torch.Tensor)
     return factored_svd(left, core, right)[1]
 
 
+def linear_shape(base: nn.Module) -> tuple[int, int, bool] | None:
+    """``(in_features, out_features, transposed)`` of a linear layer, None if ``base`` is not one.
+
+    ``torch.nn.Linear`` stores its weight ``out×in``; GPT-2's
+    ``transformers.pytorch_utils.Conv1D`` (``y = x W + b``) stores it ``in×out`` (``transposed``,
+    PEFT's ``fan_in_fan_out``).
+    """
+    if isinstance(base, nn.Linear):
+        return base.in_features, base.out_features, False
+    if type(base).__name__ == "Conv1D" and hasattr(base, "nf") and hasattr(base, "nx"):
+        return int(base.nx), int(base.nf), True
+    return None
+
+
 def _check_linear(base: nn.Module, rank: int, strict: bool) -> None:
-    if not isinstance(base, nn.Linear):
-        raise ValueError(f"adapters wrap torch.nn.Linear modules only, got {type(base).__name__}")
-    limit = min(base.in_features, base.out_features)
+    shape = linear_shape(base)
+    if shape is None:
+        raise ValueError(
+            f"adapters wrap torch.nn.Linear and transformers Conv1D modules only, got {type(base).__name__}"
+        )
+    limit = min(shape[0], shape[1])
     if rank > limit or (strict and rank >= limit):
         need = "<" if strict else "<="
         raise ValueError(
-            f"rank {rank} is too large for a Linear({base.in_features}, {base.out_features}) layer: "
+            f"rank {rank} is too large for a {type(base).__name__}({shape[0]}, {shape[1]}) layer: "
             f"need rank {need} min(in_features, out_features) = {limit}"
         )
 
@@ -84,19 +101,20 @@ class AdapterLayer(nn.Module):
     """
 
     config_class: ClassVar[type[AdapterConfig]]
-    base: nn.Linear
+    #: Attributes that must equal the config's fields of the same name (see :meth:`config_mismatch`).
+    config_attrs: ClassVar[tuple[str, ...]] = ()
+    base: nn.Module
 
-    def __init__(self, base: nn.Linear, dropout: float) -> None:
+    def __init__(self, base: nn.Module, dropout: float) -> None:
         super().__init__()
         self.base = base
-        self.in_features = base.in_features
-        self.out_features = base.out_features
+        self.in_features, self.out_features, self.fan_in_fan_out = linear_shape(base)
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         self.adapter_enabled = True
 
     @classmethod
-    def from_config(cls, base: nn.Linear, config: AdapterConfig) -> AdapterLayer:
+    def from_config(cls, base: nn.Module, config: AdapterConfig) -> AdapterLayer:
         """The adapter for ``base`` described by ``config``."""
         raise NotImplementedError
 
@@ -134,6 +152,19 @@ class AdapterLayer(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ common behaviour
+    def config_mismatch(self, config: AdapterConfig) -> list[str]:
+        """Differences between this layer and ``config`` (empty when the config describes it)."""
+        if type(config) is not self.config_class:
+            return [f"adapter_type {config.adapter_type!r} (layer is {self.config_class.adapter_type!r})"]
+        return [
+            f"{a}={getattr(config, a)!r} (layer has {getattr(self, a)!r})"
+            for a in self.config_attrs if getattr(config, a) != getattr(self, a)
+        ]
+
+    def _weight_update(self) -> torch.Tensor:
+        delta = self.delta_weight()
+        return (delta.T if self.fan_in_fan_out else delta).to(self.base.weight.dtype)
+
     def delta_weight(self) -> torch.Tensor:
         """The dense update ``ΔW`` (d_out×d_in)."""
         left, core, right = self.factors()
@@ -155,7 +186,7 @@ class AdapterLayer(nn.Module):
         """Add ``ΔW`` into the frozen weight; the adapter path is then skipped in ``forward``."""
         if self.merged:
             raise ValueError("adapter is already merged; call unmerge() first")
-        self.base.weight += self.delta_weight().to(self.base.weight.dtype)
+        self.base.weight += self._weight_update()
         self.merged = True
 
     @torch.no_grad()
@@ -163,7 +194,7 @@ class AdapterLayer(nn.Module):
         """Subtract ``ΔW`` from the frozen weight, undoing :meth:`merge`."""
         if not self.merged:
             raise ValueError("adapter is not merged")
-        self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
+        self.base.weight -= self._weight_update()
         self.merged = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +234,7 @@ class LoRALinear(AdapterLayer):
 
     Parameters
     ----------
-    base : torch.nn.Linear
+    base : torch.nn.Linear or transformers Conv1D
         The frozen layer.
     rank : int
         Rank r (at most ``min(in_features, out_features)``).
@@ -214,9 +245,10 @@ class LoRALinear(AdapterLayer):
     """
 
     config_class = LoRAConfig
+    config_attrs = ("rank", "alpha")
 
     def __init__(
-        self, base: nn.Linear, *, rank: int = LORA_RANK, alpha: float = LORA_ALPHA, dropout: float = 0.0
+        self, base: nn.Module, *, rank: int = LORA_RANK, alpha: float = LORA_ALPHA, dropout: float = 0.0
     ):
         _check_linear(base, rank, strict=False)
         super().__init__(base, dropout)
@@ -228,7 +260,7 @@ class LoRALinear(AdapterLayer):
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, dtype=w.dtype, device=w.device))
 
     @classmethod
-    def from_config(cls, base: nn.Linear, config: LoRAConfig) -> LoRALinear:
+    def from_config(cls, base: nn.Module, config: LoRAConfig) -> LoRALinear:
         return cls(base, rank=config.rank, alpha=config.alpha, dropout=config.dropout)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -253,7 +285,7 @@ class DeepLoRALinear(AdapterLayer):
 
     Parameters
     ----------
-    base : torch.nn.Linear
+    base : torch.nn.Linear or transformers Conv1D
         The frozen layer.
     rank : int
         The adapter width ``r`` (as LoRA's ``r`` and the paper's "rank-r compression", Sec. 4,
@@ -277,10 +309,11 @@ class DeepLoRALinear(AdapterLayer):
     """
 
     config_class = DeepLoRAConfig
+    config_attrs = ("rank", "depth", "gamma")
 
     def __init__(
         self,
-        base: nn.Linear,
+        base: nn.Module,
         *,
         rank: int = LORA_RANK,
         depth: int = DEPTH,
@@ -303,7 +336,7 @@ class DeepLoRALinear(AdapterLayer):
         self._installed: list[torch.Tensor] | None = None
 
     @classmethod
-    def from_config(cls, base: nn.Linear, config: DeepLoRAConfig) -> DeepLoRALinear:
+    def from_config(cls, base: nn.Module, config: DeepLoRAConfig) -> DeepLoRALinear:
         return cls(
             base, rank=config.rank, depth=config.depth, init_scale=config.init_scale,
             gamma=config.gamma, dropout=config.dropout,
