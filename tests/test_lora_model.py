@@ -206,3 +206,39 @@ def test_trainer_saves_the_adapter_and_resumes(tmp_path):
     other = get_deep_lora_model(tiny_bert(), DeepLoRAConfig(rank=4, target_modules="all-linear"))
     other.load_adapter_weights(tmp_path / "out")
     assert torch.equal(logits(other.eval()), logits(model))
+
+
+def test_named_adapters_switch_save_and_load(tmp_path):
+    model = trained()
+    first = logits(model)
+    model.add_adapter("other", LoRAConfig(rank=2, target_modules=("query", "value")))
+    assert model.active_adapter == "default" and torch.equal(logits(model), first)
+    model.set_adapter("other")
+    assert model.adapter_config.modules_to_save == ("classifier",)  # its own copy of the head
+    assert torch.allclose(logits(model), logits(tiny_bert()), atol=1e-6)  # B = 0, head untouched
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    second = logits(model)
+    model.set_adapter("default")
+    assert torch.equal(logits(model), first)
+    model.save_pretrained(tmp_path / "s")
+    assert (tmp_path / "s" / CONFIG_NAME).is_file() and (tmp_path / "s" / "other" / WEIGHTS_NAME).is_file()
+    loaded = DeepLoRAModel.from_pretrained(tiny_bert(), tmp_path / "s")
+    loaded.load_adapter(tmp_path / "s" / "other", "other")
+    assert torch.equal(logits(loaded), first)
+    loaded.set_adapter("other")
+    assert torch.equal(logits(loaded), second)
+    with pytest.raises(ValueError, match="exists already"):
+        loaded.add_adapter("default", LoRAConfig(rank=2, target_modules=("query",)))
+    with pytest.raises(ValueError, match="unknown"):
+        loaded.set_adapter("nope")
+    loaded.set_adapter("default")
+    loaded.requires_grad_(False)
+    before = state(loaded)
+    with pytest.raises(ValueError, match="non-finite"):  # a failed load changes nothing
+        _edit_tensor(tmp_path / "s", lambda t: t[sorted(t)[0]].fill_(float("nan")))
+        loaded.load_adapter(tmp_path / "s", "third")
+    assert_same_state(before, state(loaded))
+    assert set(loaded.peft_config) == {"default", "other"} and loaded.active_adapter == "default"

@@ -22,7 +22,15 @@ from torch import nn
 
 from .compression import CompressionReport, compress_deep_lora
 from .config import AdapterConfig
-from .inject import HEAD_NAMES, _set_submodule, _under, adapter_layers, match_modules, prepare_model
+from .inject import (
+    HEAD_NAMES,
+    _set_submodule,
+    _under,
+    adapter_layers,
+    freeze_for_adapters,
+    match_modules,
+    prepare_model,
+)
 from .io import _head_names, check_config, load_adapter, load_adapter_weights, read_adapter, save_adapter
 
 __all__ = ["DeepLoRAModel", "get_deep_lora_model", "with_task_heads"]
@@ -47,15 +55,22 @@ class DeepLoRAModel(nn.Module):
     """A model with adapters, used like the model itself and like a ``peft.PeftModel``.
 
     Build one with :func:`get_deep_lora_model` or :meth:`from_pretrained`. ``base_model`` is the
-    wrapped model (with its adapter layers), ``peft_config["default"]`` the adapter config.
+    wrapped model (with the active adapter's layers), ``peft_config`` maps adapter names to configs
+    and ``active_adapter`` names the one in use. Several named adapters (:meth:`add_adapter`,
+    :meth:`load_adapter`) share the base model, as in PEFT; :meth:`set_adapter` swaps their layers
+    and their own copies of the ``modules_to_save`` in (build the optimizer after switching).
     """
 
-    def __init__(self, model: nn.Module, config: AdapterConfig, heads: dict[str, torch.Tensor]):
+    def __init__(
+        self, model: nn.Module, config: AdapterConfig, heads: dict[str, torch.Tensor],
+        adapter_name: str = "default",
+    ):
         super().__init__()
         self.base_model = model
-        self.peft_config = {"default": config}
-        self.active_adapter = "default"
+        self.peft_config = {adapter_name: config}
+        self.active_adapter = adapter_name
         self._original_heads = heads  # modules_to_save as they were before training (disable_adapter)
+        self._inactive: dict[str, tuple[dict[str, nn.Module], dict[str, torch.Tensor]]] = {}
 
     def __getattr__(self, name: str):
         try:
@@ -67,8 +82,8 @@ class DeepLoRAModel(nn.Module):
 
     @property
     def adapter_config(self) -> AdapterConfig:
-        """The adapter config (``peft_config["default"]``)."""
-        return self.peft_config["default"]
+        """The active adapter's config (``peft_config[active_adapter]``)."""
+        return self.peft_config[self.active_adapter]
 
     def get_base_model(self) -> nn.Module:
         """The wrapped model (with its adapter layers in place)."""
@@ -96,17 +111,29 @@ class DeepLoRAModel(nn.Module):
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, save_directory: str | Path, *, is_main_process: bool = True) -> Path:
-        """Save the adapter and its config (:func:`lowdim.lora.io.save_adapter`).
+        """Save every adapter and its config (:func:`lowdim.lora.io.save_adapter`).
 
-        Only the main process writes (``is_main_process=False`` returns without writing).
+        ``"default"`` goes into ``save_directory``, any other adapter into
+        ``save_directory/<name>`` (PEFT's layout). Only the main process writes
+        (``is_main_process=False`` returns without writing).
         """
-        if is_main_process:
-            save_adapter(self.base_model, save_directory, self.adapter_config)
-        return Path(save_directory)
+        folder = Path(save_directory)
+        if not is_main_process:
+            return folder
+        active = self.active_adapter
+        try:
+            for name in self.peft_config:
+                self.set_adapter(name)
+                save_adapter(self.base_model, folder if name == "default" else folder / name,
+                             self.adapter_config)
+        finally:
+            self.set_adapter(active)
+        return folder
 
     @classmethod
     def from_pretrained(
-        cls, model: nn.Module, path: str | Path, *, is_trainable: bool = False
+        cls, model: nn.Module, path: str | Path, adapter_name: str = "default", *,
+        is_trainable: bool = False,
     ) -> DeepLoRAModel:
         """Load the adapter saved in ``path`` into ``model`` (a fresh base model) and wrap it.
 
@@ -117,7 +144,87 @@ class DeepLoRAModel(nn.Module):
         config = load_adapter(model, path, freeze=True)
         if not is_trainable:
             model.requires_grad_(False)
-        return _wrapper_class(type(model))(model, config, heads)
+        return _wrapper_class(type(model))(model, config, heads, adapter_name)
+
+    # ------------------------------------------------------------------ named adapters
+    def _stash_active(self) -> None:
+        """Take the active adapter's layers out (original modules back), keep them and its heads."""
+        self._check_unmerged()
+        layers = dict(adapter_layers(self.base_model))
+        for name, layer in layers.items():
+            _set_submodule(self.base_model, name, layer.base)
+        heads = _snapshot(self.base_model, self.adapter_config.modules_to_save)
+        _restore(self.base_model, {k: v for k, v in self._original_heads.items() if k in heads})
+        self._inactive[self.active_adapter] = (layers, heads)
+
+    def _activate(self, adapter_name: str) -> None:
+        layers, heads = self._inactive.pop(adapter_name)
+        for name, layer in layers.items():
+            _set_submodule(self.base_model, name, layer.to(device=layer.base.weight.device))
+        _restore(self.base_model, heads)
+        self.active_adapter = adapter_name
+        freeze_for_adapters(self.base_model, self.adapter_config.modules_to_save)
+
+    def set_adapter(self, adapter_name: str) -> None:
+        """Make ``adapter_name`` the active (and trainable, as in PEFT) adapter."""
+        if adapter_name not in self.peft_config:
+            raise ValueError(
+                f"adapter_name {adapter_name!r} is unknown; adapters: {sorted(self.peft_config)}"
+            )
+        if adapter_name != self.active_adapter:
+            self._stash_active()
+            self._activate(adapter_name)
+
+    def _add(self, adapter_name: str, build: Callable[[], AdapterConfig]) -> AdapterConfig:
+        """Run ``build()`` (inject one adapter into the bare model) and register it, inactive."""
+        if adapter_name in self.peft_config:
+            raise ValueError(f"adapter_name {adapter_name!r} exists already; pick another name")
+        active = self.active_adapter
+        flags = [(p, p.requires_grad) for p in self.base_model.parameters()]
+        self._stash_active()
+        try:
+            config = build()
+            self.peft_config[adapter_name], self.active_adapter = config, adapter_name
+            self._stash_active()
+        finally:
+            self._activate(active)
+            for p, flag in flags:  # the active adapter stays frozen or trainable as it was
+                p.requires_grad_(flag)
+        return config
+
+    def add_adapter(self, adapter_name: str, config: AdapterConfig) -> None:
+        """Add a new adapter (``config``, task heads added as in :func:`get_deep_lora_model`), inactive."""
+        config = with_task_heads(self.base_model, config)
+        _head_names(self.base_model, config)
+
+        def build() -> AdapterConfig:
+            fresh = _snapshot(self.base_model, config.modules_to_save)
+            self._original_heads = {**fresh, **self._original_heads}
+            prepare_model(self.base_model, config)
+            return config
+
+        self._add(adapter_name, build)
+
+    def load_adapter(self, path: str | Path, adapter_name: str, *, is_trainable: bool = False) -> None:
+        """Load a saved adapter as ``adapter_name`` (inactive; all-or-nothing, as :meth:`from_pretrained`)."""
+
+        def build() -> AdapterConfig:
+            fresh = _snapshot(self.base_model, read_adapter(path)[1].modules_to_save)
+            config = load_adapter(self.base_model, path)
+            self._original_heads = {**fresh, **self._original_heads}
+            return config
+
+        self._add(adapter_name, build)
+        if not is_trainable:
+            for layer in self._inactive[adapter_name][0].values():
+                layer.requires_grad_(False)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Forget an inactive adapter."""
+        if adapter_name == self.active_adapter or adapter_name not in self.peft_config:
+            raise ValueError(f"adapter_name {adapter_name!r} must be an inactive adapter, one of "
+                             f"{sorted(set(self.peft_config) - {self.active_adapter})}")
+        del self.peft_config[adapter_name], self._inactive[adapter_name]
 
     def load_adapter_weights(self, path: str | Path) -> AdapterConfig:
         """Copy a saved adapter's tensors into this model's adapters (same config; e.g. resuming)."""
