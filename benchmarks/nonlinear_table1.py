@@ -14,7 +14,10 @@ same seed giving the same data order and the same W₁, W₂, W₆ for the three
 std), seconds of training until the test accuracy (measured every ``--eval-every`` steps, the
 evaluation not timed) first reaches 99% of its final value, MACs per example, training memory
 (parameters, gradients and momentum buffers, plus the tensors autograd saves for backward on one
-batch), trained parameters.
+batch), trained parameters. For seed 0 also: the singular values of the penultimate weight's update
+W(T) − W(0) (seed 000 Fig. 1), the subspace distance (eq. 14, r = 10) between its top singular
+subspaces at consecutive evaluations (Fig. 20), and D_l, S_l of the MLP's features on 2000 training
+images with the log-linear fit (seed 004 Sec. 4.2 on MNIST).
 
 Usage: ``python benchmarks/nonlinear_table1.py [--hidden 784 --epochs 5 --seeds 5]``; defaults
 are a reduced run for 2 shared CPU cores. Ends with one JSON line ``{"benchmark":
@@ -35,8 +38,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowdim.collapse import collapse_profile
 from lowdim.datasets.mnist import load_mnist
-from lowdim.nonlinear import DeepLinear, compress_network, default_rank, mlp, param_groups
+from lowdim.nonlinear import (
+    DeepLinear,
+    compress_network,
+    consecutive_subspace_distances,
+    default_rank,
+    mlp,
+    param_groups,
+    update_singular_values,
+)
 
 MODELS = ("original", "dln", "cdln")
 
@@ -87,7 +99,25 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((net(x).argmax(1) == y).float().mean())
 
 
-def run(kind: str, data, args, seed: int) -> dict:
+def penultimate_weight(net: nn.Module) -> torch.Tensor:
+    """End-to-end weight of module "4" (an ``nn.Linear`` or a ``DeepLinear``), detached."""
+    return net[4].weight.detach().clone()
+
+
+def measurements(net: nn.Module, snapshots: list[torch.Tensor], x, y, rank: int = 10) -> dict:
+    """Seed 000 Fig. 1 / Fig. 20 on the penultimate weight, and seed 004's D_l on MNIST features."""
+    s = update_singular_values(snapshots[-1], snapshots[0])
+    dist = consecutive_subspace_distances(snapshots[1:], rank)  # from the first evaluation on
+    prof = collapse_profile(net, x, y)
+    return {"update_sv_top": [float(f"{v:.3g}") for v in s[: 2 * rank]],
+            "update_sv_ratio_10_to_1": float(s[rank] / s[0]),
+            "subspace_distance_max": max(dist), "subspace_distance_median": float(np.median(dist)),
+            "D": [float(f"{v:.4g}") for v in prof.collapse],
+            "S": [round(float(v), 4) for v in prof.separation],
+            "D_decay_ratio": round(prof.fit.decay_ratio, 4), "D_fit_r2": round(prof.fit.r2, 4)}
+
+
+def run(kind: str, data, args, seed: int, measure: bool = False) -> dict:
     x_tr, y_tr, x_te, y_te = data
     g = torch.Generator().manual_seed(seed)
     cal = torch.randperm(len(x_tr), generator=g)[:512]
@@ -95,6 +125,7 @@ def run(kind: str, data, args, seed: int) -> dict:
     net = build(kind, args, x_tr[cal], y_tr[cal], seed)
     opt = torch.optim.SGD(param_groups(net, args.lr), lr=args.lr, momentum=args.momentum)
     elapsed, curve, step = time.perf_counter() - t0, [], 0
+    snapshots = [penultimate_weight(net)] if measure else []
     for _ in range(args.epochs):
         order = torch.randperm(len(x_tr), generator=g)
         for i in range(0, len(order) - args.batch + 1, args.batch):
@@ -107,10 +138,13 @@ def run(kind: str, data, args, seed: int) -> dict:
             step += 1
             if step % args.eval_every == 0:
                 curve.append((elapsed, accuracy(net, x_te, y_te)))
+                if measure:
+                    snapshots.append(penultimate_weight(net))
     final = accuracy(net, x_te, y_te)
     curve.append((elapsed, final))
     to_99 = next(t for t, a in curve if a >= 0.99 * final)
-    return {"acc": final, "time_s": to_99, "total_s": elapsed, "macs": macs(net),
+    extra = measurements(net, snapshots, x_tr[:2000], y_tr[:2000]) if measure else {}
+    return {**extra, "acc": final, "time_s": to_99, "total_s": elapsed, "macs": macs(net),
             "mem_mb": train_memory_mb(net, x_tr[: args.batch], args.momentum > 0),
             "params": sum(p.numel() for p in net.parameters() if p.requires_grad)}
 
@@ -140,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {k: [] for k in MODELS}
     for seed in range(args.seeds):
         for kind in MODELS:  # interleaved, so machine load affects the three alike
-            r = run(kind, data, args, seed)
+            r = run(kind, data, args, seed, measure=seed == 0)
             results[kind].append(r)
             print(f"seed {seed} {kind:9s} acc {100 * r['acc']:.2f}%  time→99% {r['time_s']:.1f}s  "
                   f"total {r['total_s']:.1f}s", flush=True)
@@ -159,6 +193,18 @@ def main(argv: list[str] | None = None) -> int:
                        "mem_mb": round(rs[0]["mem_mb"], 2), "params": rs[0]["params"]}
         print(f"{kind:10s}{acc.mean():11.2f} ± {acc.std():4.2f}{t.mean():11.1f} ± {t.std():4.1f}"
               f"{rs[0]['macs']:12.3e}{rs[0]['mem_mb']:10.2f}{rs[0]['params']:10d}")
+    print("\nseed 0, penultimate weight W(t) (end-to-end for DLN / C-DLN) and MNIST features:")
+    for kind in MODELS:
+        m = results[kind][0]
+        print(f"{kind:9s} σ(W(T) − W(0)) top: {' '.join(f'{v:.2g}' for v in m['update_sv_top'][:12])}"
+              f"  (σ_11/σ_1 = {m['update_sv_ratio_10_to_1']:.3f}); consecutive top-10 subspace "
+              f"distance: median {m['subspace_distance_median']:.2e}, max {m['subspace_distance_max']:.2e}")
+        print(f"{'':9s} D_l: {' '.join(f'{v:.3g}' for v in m['D'])}  decay/layer "
+              f"{m['D_decay_ratio']:.3f} (R² {m['D_fit_r2']:.3f}); "
+              f"S_l: {' '.join(f'{v:.2f}' for v in m['S'])}")
+        keys = ("update_sv_top", "update_sv_ratio_10_to_1", "subspace_distance_median",
+                "subspace_distance_max", "D", "S", "D_decay_ratio", "D_fit_r2")
+        table[kind]["seed0"] = {k: m[k] for k in keys}
     ratio = table["cdln"]["time_s"][0] / table["dln"]["time_s"][0]
     print(f"C-DLN / DLN time to 99% of final accuracy: {ratio:.2f} (paper 0.57; target ≤ 0.6)")
     print(json.dumps({"benchmark": "nonlinear_table1", "mlp": table, "vit": None,
