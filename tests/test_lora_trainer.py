@@ -10,6 +10,8 @@ from lowdim.lora import DeepLoRAConfig, adapter_layers, get_deep_lora_model, par
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
+from test_lora_model import tiny_bert  # noqa: E402
+
 from lowdim.lora.trainer import (  # noqa: E402  (needs transformers)
     DeepLoRATrainer,
     check_learning_rates,
@@ -17,15 +19,6 @@ from lowdim.lora.trainer import (  # noqa: E402  (needs transformers)
 )
 
 LR, GAMMA, STEPS = 1e-2, 1e-2, 4
-
-
-def tiny_bert(seed: int = 0):
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(
-        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=48, max_position_embeddings=32, num_labels=1,
-    )
-    return transformers.BertForSequenceClassification(cfg)
 
 
 def dataset(n: int = 8) -> list[dict]:
@@ -39,7 +32,7 @@ def dataset(n: int = 8) -> list[dict]:
 def wrapped_model():
     # ε = 0.3: the bases get gradients well above Adam's ε from the first step (at ε = 1e-3 they are
     # O(ε³) and Adam barely moves them either way for the first steps)
-    model = get_deep_lora_model(tiny_bert(), DeepLoRAConfig(rank=4, gamma=GAMMA, init_scale=0.3))
+    model = get_deep_lora_model(tiny_bert(num_labels=1), DeepLoRAConfig(rank=4, gamma=GAMMA, init_scale=0.3))
     batch = {k: torch.stack([row[k] for row in dataset()]) for k in ("input_ids", "attention_mask", "labels")}
     model.train()
     model.compress(lambda m: m(**batch).loss)

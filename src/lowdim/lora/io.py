@@ -71,6 +71,21 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.base_model if isinstance(model, DeepLoRAModel) else model
 
 
+def _layers_for(
+    model: nn.Module, action: str, *, unmerged: bool = False
+) -> tuple[nn.Module, dict[str, AdapterLayer]]:
+    """``(model, its adapter layers by name)``, the model unwrapped; ``ValueError`` if there are none
+    (or, with ``unmerged``, if one is merged)."""
+    model = _unwrap(model)
+    layers = dict(adapter_layers(model))
+    if not layers:
+        raise ValueError(f"model has no adapter layers to {action}; inject adapters first")
+    merged = [n for n, layer in layers.items() if layer.merged] if unmerged else []
+    if merged:
+        raise ValueError(f"unmerge adapters before you {action} them (merged: {merged[:3]})")
+    return model, layers
+
+
 def _head_names(model: nn.Module, config: AdapterConfig) -> list[str]:
     """Modules matched by ``config.modules_to_save``; ``ValueError`` if an entry matches nothing."""
     names = []
@@ -109,10 +124,7 @@ def check_config(model: nn.Module, config: AdapterConfig) -> dict[str, AdapterLa
     ValueError
         Naming the first difference and the argument to change.
     """
-    model = _unwrap(model)
-    layers = dict(adapter_layers(model))
-    if not layers:
-        raise ValueError("model has no adapter layers; inject adapters first")
+    model, layers = _layers_for(model, "describe")
     for name, layer in layers.items():
         diff = layer.config_mismatch(config)
         if diff:
@@ -157,13 +169,10 @@ def save_adapter(model: nn.Module, path: str | Path, config: AdapterConfig) -> P
         If ``config`` does not describe the model's adapters (:func:`check_config`), an adapter is
         merged, or a tensor is not finite.
     """
-    model = _unwrap(model)
     from safetensors.torch import save as st_save
 
-    layers = check_config(model, config)
-    merged = [n for n, layer in layers.items() if layer.merged]
-    if merged:
-        raise ValueError(f"unmerge adapters before saving (merged: {merged[:3]}...)")
+    model, layers = _layers_for(model, "save", unmerged=True)
+    check_config(model, config)
     folder = Path(path)
     tensors = {k: v.contiguous().cpu() for k, v in adapter_state_dict(model, config).items()}
     _check_finite(tensors, f"cannot save {folder / WEIGHTS_NAME}")
@@ -383,14 +392,9 @@ def export_peft(
     truncate : bool
         Store each ΔW at its numerical rank.
     """
-    model = _unwrap(model)
     from safetensors.torch import save as st_save
 
-    layers = dict(adapter_layers(model))
-    if not layers:
-        raise ValueError("model has no adapter layers to export")
-    if any(layer.merged for layer in layers.values()):
-        raise ValueError("unmerge adapters before exporting")
+    model, layers = _layers_for(model, "export", unmerged=True)
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     for name, layer in layers.items():
