@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from lowdim import DeepFactorization
-from lowdim.nonlinear import DeepLinear, compress_network, default_rank, mlp, param_groups
+from lowdim.nonlinear import (
+    DeepLinear,
+    VisionTransformer,
+    compress_network,
+    default_rank,
+    mlp,
+    param_groups,
+)
 
 K, HIDDEN, D_IN = 4, 24, 12
 
@@ -147,3 +154,16 @@ def test_rank_deficient_cross_correlation():
     with pytest.warns(UserWarning, match="using the gradient at initialization"):
         rep = compress_network(model, x[y < 1], F.cross_entropy, y[y < 1], layers=["6"], rank=2)
     assert rep.layers == {"6": "gradient"}
+
+
+def test_vit_last_block_layer_becomes_a_cdln_and_folds_back():
+    torch.manual_seed(0)
+    vit = VisionTransformer(image=8, patch=4, dim=16, depth=2, heads=2, mlp_dim=48, num_classes=3).double()
+    x, y = torch.rand(32, 64, dtype=torch.float64), torch.randint(0, 3, (32,))
+    assert vit(x).shape == (32, 3) and vit.penultimate == "blocks.1.fc2"
+    rep = compress_network(vit, x, F.cross_entropy, y, layers=[vit.penultimate], scale=1.0)
+    layer = vit.blocks[1].fc2
+    assert rep.layers == {"blocks.1.fc2": "gradient"} and layer.factorization.dims == [48, 12, 12, 16]
+    out = vit(x)
+    vit.blocks[1].fc2 = layer.fold()
+    assert torch.allclose(vit(x), out, atol=1e-12)

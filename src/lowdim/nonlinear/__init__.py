@@ -12,10 +12,11 @@
 from .convert import ConversionReport, compress_network, param_groups, penultimate_linear
 from .deep_linear import MODES, DeepLinear, default_rank
 from .measure import consecutive_subspace_distances, nonlinear_gradient_spectrum, update_singular_values
-from .models import deep_network, mlp
+from .models import VisionTransformer, deep_network, mlp
 
 __all__ = [
     "MODES",
+    "VisionTransformer",
     "ConversionReport",
     "DeepLinear",
     "compress_network",
