@@ -119,7 +119,7 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def measurements(net: nn.Module, snapshots: list[torch.Tensor], x, y, rank: int = 10) -> dict:
     """Seed 000 Fig. 1 / Fig. 20 on the penultimate weight, and seed 004's D_l on MNIST features."""
     s = update_singular_values(snapshots[-1], snapshots[0])
-    dist = consecutive_subspace_distances(snapshots[1:], rank)  # from the first evaluation on
+    dist = consecutive_subspace_distances(snapshots[1:] if len(snapshots) > 2 else snapshots, rank)
     prof = collapse_profile(net, x, y)
     return {"update_sv_top": [float(f"{v:.3g}") for v in s[: 2 * rank]],
             "update_sv_ratio_10_to_1": float(s[rank] / s[0]),
