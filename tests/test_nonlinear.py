@@ -167,3 +167,16 @@ def test_vit_last_block_layer_becomes_a_cdln_and_folds_back():
     out = vit(x)
     vit.blocks[1].fc2 = layer.fold()
     assert torch.allclose(vit(x), out, atol=1e-12)
+
+
+def test_low_rank_ba_layers():
+    """The talk's low-rank training: hidden layers as ``B·A`` of rank K throughout (narrow, depth 2)."""
+    model, (x, y) = _net(), _data()
+    rep = compress_network(model, x, F.cross_entropy, y, layers=["2", "4"], mode="narrow", depth=2,
+                           rank=K, scale=1.0)
+    assert rep.layers == {"2": "narrow", "4": "narrow"}
+    for name in ("2", "4"):
+        layer = model.get_submodule(name)
+        assert layer.factorization.dims == [HIDDEN, K, HIDDEN]
+        assert torch.linalg.matrix_rank(layer.weight.detach()) == K
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in _net().parameters())
