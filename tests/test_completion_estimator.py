@@ -199,7 +199,7 @@ def test_divergence_is_a_clear_error():
 
 def test_unknown_labels_and_oversized_complete():
     df = pd.DataFrame({"row": ["a", "a", "b", "c"], "col": [1, 2, 2, 3], "value": [4.0, 3, 5, 1]})
-    est = DeepMatrixCompletion(rank=1, max_iter=5, bias="both").fit(df)
+    est = DeepMatrixCompletion(rank=1, max_iter=5, bias="both", unknown="error").fit(df)
     with pytest.raises(ValueError, match="not seen in fit"):
         est.predict(["zz"], [1])
     est.set_params(unknown="fallback")

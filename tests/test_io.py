@@ -21,6 +21,12 @@ def umask_022():
     os.umask(old)
 
 
+def _recreate_private(tmp):
+    """A writer that replaces the file it is given by a new 0600 one (as safetensors does)."""
+    os.unlink(tmp)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
 def test_every_writer_follows_the_umask(tmp_path, umask_022):
     import matplotlib
 
@@ -34,9 +40,10 @@ def test_every_writer_follows_the_umask(tmp_path, umask_022):
         atomic_write_json(tmp_path / "c.json", {"x": 1.0}),
         atomic_savefig(tmp_path / "d.png", fig),
         atomic_write(tmp_path / "e.txt", lambda tmp: open(tmp, "w").write("callable")),
+        atomic_write(tmp_path / "f.bin", _recreate_private),
     ]
     plt.close(fig)
-    assert [_mode(p) for p in written] == [0o644] * 5
+    assert [_mode(p) for p in written] == [0o644] * 6
     os.umask(0o077)
     assert _mode(atomic_write_text(tmp_path / "private.txt", "x")) == 0o600
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]

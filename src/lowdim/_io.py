@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temporary(path)
+    mode = stat.S_IMODE(os.stat(tmp).st_mode)
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # writers that recreate the file (safetensors) would leave 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

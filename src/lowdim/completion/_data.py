@@ -4,11 +4,17 @@ Accepted inputs of ``fit(X, y=None)``:
 
 * a ``scipy.sparse`` matrix — its *stored* entries are the observations (explicit zeros included;
   call ``eliminate_zeros()`` first if zeros mean "missing"); positions are the indices;
-* a :class:`pandas.DataFrame` — three columns ``(row, column, value)`` (the first three, or the
-  columns named ``row``/``col``/``value``), or two columns ``(row, column)`` with ``y`` the values;
-  row and column *labels* may be any hashable values (user ids, strings) and are encoded;
+* a :class:`pandas.DataFrame` — three columns ``(row, column, value)`` or two columns
+  ``(row, column)`` with ``y`` the values, taken **by name** when they are named (``row``/``user``/
+  ``userId``…, ``col``/``item``/``movieId``…, ``value``/``rating``…, in any order; see
+  :func:`lowdim.datasets.ratings.column_roles`), else the first columns in order; row and column
+  *labels* may be any hashable values (user ids, strings) and are encoded;
 * index arrays — ``X`` of shape ``(N, 2)`` (integer positions ``(i, j)``) with ``y`` of shape
-  ``(N,)``, or ``X = (rows, cols)``; the matrix shape is ``shape=`` or ``(max i + 1, max j + 1)``;
+  ``(N,)``, or ``X = (rows, cols)``; the matrix shape is ``shape=`` or ``(max i + 1, max j + 1)``.
+  Without ``shape=``, ids far sparser than positions (largest id above ``max(10⁶, 10 ×`` the number
+  of distinct ids``)``, e.g. ids near 10⁹) are encoded as labels, as a DataFrame's are;
+* an ``(N, 3)`` array of ``(row, column, value)`` triplets (no ``NaN``, whole non-negative indices
+  in the first two columns);
 * a dense 2-D array with ``NaN`` for the missing entries (``y`` must be ``None``).
 """
 
@@ -21,6 +27,7 @@ import pandas as pd
 import scipy.sparse
 
 from .._validation import check_choice
+from ..datasets.ratings import column_roles
 
 DUPLICATE_POLICIES = ("error", "mean", "last")
 
@@ -36,6 +43,8 @@ class Observations:
 
 
 def _finite(values: np.ndarray, what: str = "observed values") -> np.ndarray:
+    if np.iscomplexobj(values):
+        raise ValueError(f"{what}: complex data not supported; give real numbers")
     try:
         v = np.asarray(values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
@@ -90,6 +99,49 @@ def _dedupe(rows, cols, values, n_cols: int, policy: str):
     return (uniq // n_cols).astype(np.int64), (uniq % n_cols).astype(np.int64), vals
 
 
+def _frame_triples(df: pd.DataFrame, y):
+    """``(row labels, column labels, values)`` of a DataFrame: named columns by name, else in order."""
+    if len(df) == 0:
+        raise ValueError("no observed entries: the DataFrame is empty")
+    need = 3 if y is None else 2
+    if df.shape[1] < need:
+        raise ValueError(
+            f"a DataFrame needs three columns (row, column, value), or two (row, column) with y; "
+            f"got {df.shape[1]} column(s) {list(df.columns)}" + ("" if y is None else " and y")
+        )
+    picked = column_roles(df.columns, need_value=y is None)
+    cols = [df[name] for name in picked] if picked else [df.iloc[:, i] for i in range(need)]
+    if cols[0].isna().any() or cols[1].isna().any():
+        raise ValueError("row/column labels contain missing values (NaN/None)")
+    values = _finite(np.asarray(y) if y is not None else cols[2].to_numpy())
+    if values.size != len(df):
+        raise ValueError(f"X has {len(df)} rows but y has {values.size} values")
+    return cols[0].to_numpy(), cols[1].to_numpy(), values
+
+
+def _encode_labels(labels) -> tuple[np.ndarray, pd.Index]:
+    """Positions of ``labels`` in their sorted unique index."""
+    index = pd.Index(pd.unique(np.asarray(labels))).sort_values()
+    return index.get_indexer(labels).astype(np.int64), index
+
+
+def _relabel_if_sparse(idx: np.ndarray) -> tuple[np.ndarray, pd.Index | None]:
+    """Ids far sparser than positions (e.g. near 10⁹) become labels, so memory is O(distinct ids)."""
+    distinct = np.unique(idx)
+    if int(idx.max()) + 1 <= max(1_000_000, 10 * distinct.size):
+        return idx, None
+    return np.searchsorted(distinct, idx).astype(np.int64), pd.Index(distinct)
+
+
+def _is_triplets(arr: np.ndarray) -> bool:
+    """An ``(N, 3)`` numeric array without NaN whose first two columns are whole and non-negative."""
+    if arr.shape[1] != 3 or not np.issubdtype(arr.dtype, np.number):
+        return False
+    a = arr.astype(np.float64)
+    idx = a[:, :2]
+    return bool(np.isfinite(a).all() and (idx >= 0).all() and (idx == np.round(idx)).all())
+
+
 def parse_observations(X, y=None, shape=None, duplicates: str = "error") -> Observations:
     """Normalize every accepted input form to positions, values and labels (see module docstring)."""
     row_labels = col_labels = None
@@ -106,33 +158,11 @@ def parse_observations(X, y=None, shape=None, duplicates: str = "error") -> Obse
         if shape is not None and tuple(shape) != (m, n):
             raise ValueError(f"shape={tuple(shape)} disagrees with the sparse matrix shape {(m, n)}")
     elif isinstance(X, pd.DataFrame):
-        df = X
-        named = {"row", "col", "value"} <= set(map(str, df.columns))
-        if y is None:
-            if df.shape[1] < 3:
-                raise ValueError(
-                    f"a DataFrame needs three columns (row, column, value) or y; got {df.shape[1]}"
-                )
-            rc = df[["row", "col", "value"]] if named else df.iloc[:, :3]
-            r_lab, c_lab, values = rc.iloc[:, 0], rc.iloc[:, 1], _finite(rc.iloc[:, 2].to_numpy())
-        else:
-            if df.shape[1] < 2:
-                raise ValueError("a DataFrame X with y needs two columns (row, column)")
-            r_lab, c_lab = df.iloc[:, 0], df.iloc[:, 1]
-            values = _finite(np.asarray(y))
-            if values.size != len(df):
-                raise ValueError(f"X has {len(df)} rows but y has {values.size} values")
-        if len(df) == 0:
-            raise ValueError("no observed entries: the DataFrame is empty")
-        if r_lab.isna().any() or c_lab.isna().any():
-            raise ValueError("row/column labels contain missing values (NaN/None)")
-        row_labels = pd.Index(pd.unique(r_lab.to_numpy())).sort_values()
-        col_labels = pd.Index(pd.unique(c_lab.to_numpy())).sort_values()
-        rows = row_labels.get_indexer(r_lab.to_numpy()).astype(np.int64)
-        cols = col_labels.get_indexer(c_lab.to_numpy()).astype(np.int64)
-        m, n = len(row_labels), len(col_labels)
         if shape is not None:
             raise ValueError("shape= applies to index arrays only; DataFrame labels define the shape")
+        r_lab, c_lab, values = _frame_triples(X, y)
+        (rows, row_labels), (cols, col_labels) = _encode_labels(r_lab), _encode_labels(c_lab)
+        m, n = len(row_labels), len(col_labels)
     else:
         if isinstance(X, tuple) and len(X) == 2:
             rows, cols = _positions(X[0], "row"), _positions(X[1], "column")
@@ -150,7 +180,10 @@ def parse_observations(X, y=None, shape=None, duplicates: str = "error") -> Obse
                     f"X must be 2-D: an (N, 2) array of (row, col) indices with y, or a dense "
                     f"matrix with NaN for missing entries; got shape {arr.shape}"
                 )
-            if y is None:  # dense with NaN
+            if y is None and _is_triplets(arr):
+                rows, cols = _positions(arr[:, 0], "row"), _positions(arr[:, 1], "column")
+                values = _finite(arr[:, 2])
+            elif y is None:  # dense with NaN
                 dense = arr.astype(np.float64)
                 if np.isinf(dense).any():
                     raise ValueError("the dense matrix contains inf; only NaN may mark missing entries")
@@ -171,8 +204,10 @@ def parse_observations(X, y=None, shape=None, duplicates: str = "error") -> Obse
         if values.size != rows.size:
             raise ValueError(f"{rows.size} index pairs but {values.size} values")
         if rows.size == 0:
-            raise ValueError("no observed entries (empty input)")
+            raise ValueError("no observed entries (empty input: 0 sample(s))")
         if shape is None:
+            rows, row_labels = _relabel_if_sparse(rows)
+            cols, col_labels = _relabel_if_sparse(cols)
             m, n = int(rows.max()) + 1, int(cols.max()) + 1
         else:
             m, n = (int(s) for s in shape)
@@ -182,7 +217,7 @@ def parse_observations(X, y=None, shape=None, duplicates: str = "error") -> Obse
                     f"{int(cols.max())}"
                 )
     if rows.size == 0:
-        raise ValueError("no observed entries (empty input)")
+        raise ValueError("no observed entries (empty input: 0 sample(s))")
     rows, cols, values = _dedupe(rows, cols, values, n, duplicates)
     if min(m, n) < 2:
         raise ValueError(f"the matrix is {m}×{n}; completion needs at least 2 rows and 2 columns")
@@ -201,10 +236,9 @@ def parse_query(X, cols=None) -> tuple[np.ndarray, np.ndarray]:
     elif isinstance(X, pd.DataFrame):
         if X.shape[1] < 2:
             raise ValueError("predict needs (row, column) pairs: a DataFrame with two columns")
-        if {"row", "col"} <= set(map(str, X.columns)):
-            r, c = X["row"].to_numpy(), X["col"].to_numpy()
-        else:
-            r, c = X.iloc[:, 0].to_numpy(), X.iloc[:, 1].to_numpy()
+        picked = column_roles(X.columns, need_value=False)
+        frame = X[list(picked)] if picked else X
+        r, c = frame.iloc[:, 0].to_numpy(), frame.iloc[:, 1].to_numpy()
     elif isinstance(X, tuple) and len(X) == 2:
         r, c = np.asarray(X[0]).reshape(-1), np.asarray(X[1]).reshape(-1)
     else:

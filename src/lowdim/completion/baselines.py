@@ -85,7 +85,7 @@ class AltMin(CompletionEstimator):
     """
 
     def __init__(self, rank=10, max_iter=50, tol=1e-9, reg=1e-8, max_time=None, bias="none",
-                 bias_reg=10.0, duplicates="error", unknown="error", random_state=None):
+                 bias_reg=10.0, duplicates="error", unknown="fallback", random_state=None):
         self.rank = rank
         self.max_iter = max_iter
         self.tol = tol
@@ -141,9 +141,6 @@ class AltMin(CompletionEstimator):
         t = np.asarray(truth)
         return float(np.linalg.norm(full - t) / np.linalg.norm(t))
 
-    def _low_rank_factors(self):
-        return self.left_, self.right_
-
 
 def _sparse_plus_low_rank(sp, u, s, vt):
     """``sp + U diag(s) Vᵀ`` as a LinearOperator (what SoftImpute decomposes each step)."""
@@ -177,7 +174,7 @@ class SoftImpute(CompletionEstimator):
     """
 
     def __init__(self, shrinkage=0.05, max_rank=30, max_iter=100, tol=1e-5, max_time=None,
-                 bias="none", bias_reg=10.0, duplicates="error", unknown="error",
+                 bias="none", bias_reg=10.0, duplicates="error", unknown="fallback",
                  random_state=None):
         self.shrinkage = shrinkage
         self.max_rank = max_rank
@@ -238,9 +235,6 @@ class SoftImpute(CompletionEstimator):
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
-    def _low_rank_factors(self):
-        return self.left_, self.right_
-
 
 class BurerMonteiro(DeepMatrixCompletion):
     """Two-layer ``U Vᵀ`` of width ``rank``, gradient descent from small random initialization.
@@ -252,11 +246,13 @@ class BurerMonteiro(DeepMatrixCompletion):
     depth = 2
     method = "narrow"
     outer_ratio = None
+    preset = "exact"
+    clip = None
 
     def __init__(self, rank=10, init_scale=INIT_SCALE, learning_rate=None, max_iter=5000, tol=1e-10,
                  max_time=None, weight_decay=0.0, momentum=0.0, bias="none", bias_reg=10.0,
                  validation_fraction=None, n_iter_no_change=10, eval_every=10,
-                 duplicates="error", unknown="error", dtype="float64", device="cpu",
+                 duplicates="error", unknown="fallback", dtype="float64", device="cpu",
                  checkpoint_dir=None, checkpoint_every=500, random_state=None, verbose=False):
         self.rank = rank
         self.init_scale = init_scale

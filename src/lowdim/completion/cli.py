@@ -6,9 +6,11 @@
     lowdim complete u1.base --test u1.test --rank 20 --out results/
     lowdim complete ratings.csv --test-frac 0.1 --method spectral --max-time 60
 
-Defaults are tuned for ratings: spectral C-DLN (seed 000 Algorithm 1), depth 3, row/column biases,
-ε = 0.1, weight decay 0.03, rank bound 40, early stopping on 10% of the training ratings
-(see docs/completion.md).
+Defaults are ``DeepMatrixCompletion``'s ``"ratings"`` preset (:data:`lowdim.defaults.COMPLETION_PRESETS`):
+spectral C-DLN (seed 000 Algorithm 1), depth 3, row/column biases, ε = 0.1, weight decay 0.03, rank
+bound 40, early stopping on 10% of the training ratings, predictions clipped to the observed range
+(see docs/completion.md). Repeated (row, column) pairs are an error unless ``--duplicates mean|last``
+merges them, before any split; an existing, non-empty ``--out`` folder is refused unless ``--force``.
 
 Writes to ``--out`` (default ``lowdim-complete``): ``predictions.csv`` (``row,col,value,prediction,
 split`` for every train and test entry), ``summary.json`` (settings, train/test RMSE and MAE,
@@ -28,7 +30,9 @@ import pandas as pd
 
 from .._io import atomic_savefig, atomic_write_text
 from .._validation import check_fraction
-from ..defaults import DEPTH
+from ..defaults import COMPLETION_PRESETS, DEPTH
+
+RATINGS = COMPLETION_PRESETS["ratings"]
 
 __all__ = ["register", "run"]
 
@@ -45,33 +49,47 @@ def register(subparsers) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("ratings", help="ratings file (e.g. MovieLens u.data or ratings.csv)")
-    p.add_argument("--rank", type=int, default=40,
-                   help="rank upper bound; over-estimating is fine, depth regularizes (default 40)")
+    p.add_argument("--rank", type=int, default=None,
+                   help="rank upper bound; over-estimating is fine, depth regularizes "
+                        f"(default {RATINGS['rank']})")
+    p.add_argument("--sep", default="auto",
+                   help="field separator (default: detected among tab ; , :: | and whitespace)")
     test = p.add_mutually_exclusive_group()
     test.add_argument("--test-frac", type=float, default=None,
                       help="random fraction of the ratings held out for testing (default 0.2)")
     test.add_argument("--test", default=None, help="separate test ratings file (same format)")
     p.add_argument("--out", default="lowdim-complete", help="output folder (default lowdim-complete)")
-    p.add_argument("--method", default="spectral",
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even if it exists and is not empty")
+    p.add_argument("--method", default=None,
                    choices=["compressed", "spectral", "full", "narrow"],
                    help="spectral (C-DLN, default: best on ratings data) or compressed "
                         "(invariant-subspace), full, narrow")
     p.add_argument("--depth", type=int, default=DEPTH, help=f"depth L (default {DEPTH})")
     p.add_argument("--init-scale", type=float, default=None,
-                   help="initialization scale ε (default 0.1: noisy ratings need no long "
-                        "small-initialization plateau; early stopping regularizes)")
+                   help=f"initialization scale ε (default {RATINGS['init_scale']}: noisy ratings "
+                        "need no long small-initialization plateau; early stopping regularizes)")
     p.add_argument("--lr", type=float, default=None,
                    help="step size in normalized units (default 0.1 spectral, 0.2 otherwise)")
     p.add_argument("--outer-ratio", type=float, default=None, help="γ (compressed) or α (spectral)")
-    p.add_argument("--weight-decay", type=float, default=0.03, help="λ of the GD update (default 0.03)")
-    p.add_argument("--bias", default="both", choices=["none", "global", "row", "col", "both"])
-    p.add_argument("--bias-reg", type=float, default=5.0)
-    p.add_argument("--eval-every", type=int, default=2)
-    p.add_argument("--validation-frac", type=float, default=0.1,
-                   help="fraction of the training ratings used for early stopping (0 disables)")
-    p.add_argument("--max-iter", type=int, default=3000)
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help=f"λ of the GD update (default {RATINGS['weight_decay']})")
+    p.add_argument("--bias", default=None, choices=["none", "global", "row", "col", "both"],
+                   help=f"bias terms (default {RATINGS['bias']})")
+    p.add_argument("--bias-reg", type=float, default=None,
+                   help=f"bias ridge, in pseudo-observations (default {RATINGS['bias_reg']})")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help=f"validation every this many iterations (default {RATINGS['eval_every']})")
+    p.add_argument("--validation-frac", type=float, default=None,
+                   help="fraction of the training ratings used for early stopping (default "
+                        f"{RATINGS['validation_fraction']}; 0 disables)")
+    p.add_argument("--max-iter", type=int, default=None,
+                   help=f"iteration cap (default {RATINGS['max_iter']})")
     p.add_argument("--max-time", type=float, default=None, help="time budget of fitting (s)")
-    p.add_argument("--duplicates", default="mean", choices=["error", "mean", "last"])
+    p.add_argument("--no-clip", action="store_true",
+                   help="do not clip predictions to the observed rating range")
+    p.add_argument("--duplicates", default="error", choices=["error", "mean", "last"],
+                   help="repeated (row, column) pairs: an error (default), or merged before any split")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (resume if present)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
@@ -115,32 +133,46 @@ def _plot(path: Path, est, train_rmse_curve) -> None:
     plt.close(fig)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``lowdim complete`` (returns the exit code)."""
-    from ..datasets.ratings import load_ratings
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise ValueError(f"--out {out} exists and is not empty; choose another folder or pass "
+                         "--force to overwrite its files")
+
+
+def _load(args) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and test tables, each with repeated pairs resolved (``--duplicates``) before the split."""
+    from ..datasets.ratings import load_ratings, merge_duplicates
+
+    data = merge_duplicates(load_ratings(args.ratings, sep=args.sep), args.duplicates)
+    if args.test is None:
+        return _split(data, 0.2 if args.test_frac is None else args.test_frac, args.seed)
+    return data, merge_duplicates(load_ratings(args.test, sep=args.sep), args.duplicates)
+
+
+def _estimator(args):
     from .estimator import DeepMatrixCompletion
 
-    t0 = time.perf_counter()
-    data = load_ratings(args.ratings)
-    if args.test is not None:
-        train, test = data, load_ratings(args.test)
-    else:
-        train, test = _split(data, 0.2 if args.test_frac is None else args.test_frac, args.seed)
-    vf = args.validation_frac if args.validation_frac and args.validation_frac > 0 else None
-    est = DeepMatrixCompletion(
-        rank=args.rank, depth=args.depth, method=args.method,
-        init_scale=0.1 if args.init_scale is None else args.init_scale,
-        learning_rate=args.lr if args.lr is not None else (0.1 if args.method == "spectral" else 0.2),
-        outer_ratio=args.outer_ratio, weight_decay=args.weight_decay, bias_reg=args.bias_reg,
-        eval_every=args.eval_every,
-        max_iter=args.max_iter, max_time=args.max_time, bias=args.bias,
-        validation_fraction=vf, duplicates=args.duplicates, unknown="fallback",
+    vf = "auto" if args.validation_frac is None else (args.validation_frac or None)
+    return DeepMatrixCompletion(
+        preset="ratings", rank=args.rank, depth=args.depth, method=args.method,
+        init_scale=args.init_scale, learning_rate=args.lr, outer_ratio=args.outer_ratio,
+        weight_decay=args.weight_decay, bias=args.bias, bias_reg=args.bias_reg,
+        eval_every=args.eval_every, max_iter=args.max_iter, max_time=args.max_time,
+        validation_fraction=vf, clip=False if args.no_clip else None, unknown="fallback",
         checkpoint_dir=args.checkpoint, random_state=args.seed, dtype=args.dtype,
         verbose=not args.no_progress,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lowdim complete`` (returns the exit code)."""
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    _check_out(out, args.force)
+    train, test = _load(args)
+    est = _estimator(args)
     load_s = time.perf_counter() - t0
     est.fit(train[["row", "col", "value"]])
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pred_tr = est.predict(train["row"], train["col"])
     pred_te = est.predict(test["row"], test["col"])
@@ -159,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
     ])
     atomic_write_text(out / "predictions.csv", preds.to_csv(index=False))
     # Training RMSE curve from the normalized loss (1/p)·½Σ r'²: RMSE = s·sqrt(2·p·loss/|Ω_train|)
+    vf = est.settings_["validation_fraction"]
     n_fit = len(train) - (int(round(vf * len(train))) if vf else 0)
     curve = [
         est.scale_ * math.sqrt(max(2 * est.observed_fraction_ * loss / n_fit, 0.0))

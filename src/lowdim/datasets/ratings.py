@@ -14,56 +14,56 @@ Examples
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["load_ratings", "ratings_to_arrays", "COLUMNS"]
+from .._validation import check_choice
+
+__all__ = ["load_ratings", "merge_duplicates", "column_roles", "ratings_to_arrays", "COLUMNS"]
 
 #: Canonical column names of a ratings table.
 COLUMNS = ("row", "col", "value")
 
-_ROW_NAMES = ("row", "user", "user_id", "userid", "userId", "i")
-_COL_NAMES = ("col", "column", "item", "item_id", "itemid", "movie", "movie_id", "movieId", "j")
-_VALUE_NAMES = ("value", "rating", "score", "y")
+_ROW_NAMES = ("row", "user", "user_id", "userid", "userId")
+_COL_NAMES = ("col", "column", "item", "item_id", "itemid", "movie", "movie_id", "movieId")
+_VALUE_NAMES = ("value", "rating", "score")
+
+
+#: Separators tried, in this order; the first that splits every sample line into the same number
+#: (at least three) of fields wins. ``None`` is any run of whitespace.
+_SEPARATORS = ("\t", ";", ",", "::", "|", None)
+
+
+def _fields(line: str, sep: str | None) -> list[str]:
+    return [f.strip().strip('"') for f in (line.split(sep) if sep else line.split())]
 
 
 def _sniff_separator(path: Path) -> tuple[str | None, bool]:
-    """Return (separator, has_header) from the first lines of ``path``."""
+    """Return (separator, has_header) from the first lines of ``path``; ``ValueError`` if none fits."""
     with open(path, encoding="utf-8", errors="replace") as fh:
-        head = [fh.readline() for _ in range(5)]
-    head = [line for line in head if line.strip()]
+        head = [fh.readline() for _ in range(20)]
+    head = [line.rstrip("\r\n") for line in head if line.strip()]
     if not head:
         raise ValueError(f"ratings file {path} is empty")
-    sample = "".join(head)
-    if "\t" in head[0]:
-        sep: str | None = "\t"
-    elif "," in head[0]:
-        sep = ","
-    elif ";" in head[0]:
-        sep = ";"
-    elif "::" in head[0]:
-        sep = "::"
+    for sep in _SEPARATORS:
+        counts = {len(_fields(line, sep)) for line in head}
+        if len(counts) == 1 and counts.pop() >= 3:
+            break
     else:
-        sep = None  # any whitespace
-    first = head[0].strip()
-    fields = first.split(sep) if sep not in (None,) else first.split()
-    fields = [f.strip().strip('"') for f in fields if f.strip()]
-    # A header is a first line whose value field is not a number.
-    has_header = False
-    if len(fields) >= 3:
-        try:
-            float(fields[2])
-        except ValueError:
-            has_header = True
-    else:
-        try:
-            has_header = csv.Sniffer().has_header(sample)
-        except csv.Error:
-            has_header = False
+        raise ValueError(
+            f"ratings file {path}, line 1: cannot tell the field separator: {head[0][:80]!r} does "
+            "not split into the same number (at least 3) of fields on every one of the first lines "
+            "with tab, ';', ',', '::', '|' or whitespace; state it (sep= / --sep)"
+        )
+    fields = _fields(head[0], sep)
+    try:  # a header is a first line whose value field is not a number
+        float(fields[2].replace(",", "."))
+        has_header = False
+    except ValueError:
+        has_header = True
     return sep, has_header
 
 
@@ -73,6 +73,29 @@ def _pick(names: list[str], candidates: tuple[str, ...]) -> str | None:
         if cand.lower() in lower:
             return lower[cand.lower()]
     return None
+
+
+def column_roles(names, need_value: bool = True) -> tuple[str, ...] | None:
+    """The (row, column[, value]) columns among ``names`` by their names, or ``None`` if none is named.
+
+    Recognized names (case-insensitive): rows ``row``, ``user``, ``user_id``, ``userId``, ...;
+    columns ``col``, ``item``, ``movie``, ``movieId``, ...; values ``value``, ``rating``, ``score``.
+    ``ValueError`` when only some of them are named (a table cannot be read half by name).
+    """
+    names = [str(n) for n in names]
+    wanted = (_ROW_NAMES, _COL_NAMES, _VALUE_NAMES)[: 3 if need_value else 2]
+    found = [_pick(names, cands) for cands in wanted]
+    if all(found) and len(set(found)) == len(found):
+        return tuple(found)
+    if not any(found):
+        return None
+    roles = ("row (user)", "column (item)", "value (rating)")
+    missing = [role for role, f in zip(roles, found) if f is None]
+    raise ValueError(
+        f"columns {names}: found {[f for f in found if f]} by name but no {' / '.join(missing)} "
+        "column; name all of them (e.g. user, item, rating) or none (then the first "
+        f"{len(wanted)} are taken in order)"
+    )
 
 
 def load_ratings(
@@ -89,7 +112,10 @@ def load_ratings(
         CSV, TSV or whitespace separated file, one observed entry per line:
         ``row  col  value  [timestamp ...]`` (MovieLens ``u.data``, ``ratings.csv``, ...).
     sep:
-        Field separator. ``"auto"`` (default) detects tab, comma, semicolon, ``::`` or whitespace.
+        Field separator. ``"auto"`` (default) takes the first of tab, ``;``, ``,``, ``::``, ``|``
+        and whitespace that splits each of the first 20 lines into the same number (at least 3)
+        of fields, and raises ``ValueError`` naming the file if none does. With ``;``, decimal
+        commas (``4,5``) are read as numbers.
     header:
         Whether the first line is a header. ``None`` (default) detects it: a first line whose third
         field is not a number is a header.
@@ -103,30 +129,19 @@ def load_ratings(
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is empty, has fewer than three columns, or a value is not a finite number.
+        If the file is empty, has fewer than three columns, its separator cannot be told, or a
+        value is not a finite number (the message names the file and the line).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ratings file {path} does not exist")
     if path.stat().st_size == 0:
         raise ValueError(f"ratings file {path} is empty")
-    auto_sep, auto_header = _sniff_separator(path)
-    if sep == "auto":
-        sep = auto_sep
-    if header is None:
-        header = auto_header
-    kwargs: dict = {"header": 0 if header else None, "skipinitialspace": True}
-    if sep is None:
-        kwargs["sep"] = r"\s+"
-    elif len(sep) > 1:
-        kwargs["sep"] = sep
-        kwargs["engine"] = "python"
-    else:
-        kwargs["sep"] = sep
-    try:
-        raw = pd.read_csv(path, **kwargs)
-    except pd.errors.EmptyDataError as exc:
-        raise ValueError(f"ratings file {path} is empty") from exc
+    if sep == "auto" or header is None:
+        auto_sep, auto_header = _sniff_separator(path)
+        sep = auto_sep if sep == "auto" else sep
+        header = auto_header if header is None else header
+    raw = _read_table(path, sep, header)
     if raw.shape[1] < 3:
         raise ValueError(
             f"ratings file {path} has {raw.shape[1]} column(s); expected at least three "
@@ -141,21 +156,21 @@ def load_ratings(
         for p in picked:
             if p not in names:
                 raise ValueError(f"column {p!r} not found in {path}; columns are {names}")
-    elif header:
-        r, c, v = _pick(names, _ROW_NAMES), _pick(names, _COL_NAMES), _pick(names, _VALUE_NAMES)
-        picked = [r or names[0], c or names[1], v or names[2]]
     else:
-        picked = names[:3]
-    out = pd.DataFrame(
-        {"row": raw[picked[0]].to_numpy(), "col": raw[picked[1]].to_numpy()}
-    )
+        picked = list((header and column_roles(names)) or names[:3])
+    offset = 2 if header else 1  # file line of data row 0
+    for name in picked[:2]:
+        if raw[name].isna().any():
+            line = int(np.flatnonzero(raw[name].isna().to_numpy())[0]) + offset
+            raise ValueError(f"ratings file {path}, line {line}: the {name!r} field is empty")
+    out = pd.DataFrame({"row": raw[picked[0]].to_numpy(), "col": raw[picked[1]].to_numpy()})
     values = pd.to_numeric(raw[picked[2]], errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"ratings file {path}: {int(bad.sum())} value(s) are missing or not finite numbers "
-            f"(first at data line {first + 1}: {raw[picked[2]].iloc[first]!r})"
+            f"ratings file {path}, line {first + offset}: value {str(raw[picked[2]].iloc[first])!r} "
+            f"is missing or not finite ({int(bad.sum())} such line(s)); fix or remove it"
         )
     out["value"] = values
     rest = [n for n in names if n not in picked]
@@ -163,6 +178,54 @@ def load_ratings(
         ts_name = _pick(rest, ("timestamp", "time", "ts")) or (rest[0] if not header else None)
         if ts_name is not None:
             out["timestamp"] = raw[ts_name].to_numpy()
+    out.attrs.update(source=f"ratings file {path}", first_line=offset)
+    return out
+
+
+def _read_table(path: Path, sep: str | None, header: bool) -> pd.DataFrame:
+    """``pandas.read_csv`` with the separator (decimal commas with ';'), errors naming the file."""
+    kwargs: dict = {"header": 0 if header else None, "skipinitialspace": True, "sep": sep or r"\s+"}
+    if sep is not None and len(sep) > 1:
+        kwargs["engine"] = "python"
+    if sep == ";":
+        kwargs["decimal"] = ","  # 1;2;4,5 — the European CSV convention (also reads 4.5)
+    try:
+        return pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError as exc:
+        raise ValueError(f"ratings file {path} is empty") from exc
+    except pd.errors.ParserError as exc:
+        raise ValueError(f"ratings file {path}: {exc} (separator {sep or 'whitespace'!r})") from exc
+
+
+def merge_duplicates(df: pd.DataFrame, policy: str = "error") -> pd.DataFrame:
+    """Resolve repeated (row, col) pairs of a ratings table *before* any split.
+
+    ``policy="error"`` raises ``ValueError`` naming the file and the lines of the first repeated
+    pair; ``"mean"`` averages the values of each pair; ``"last"`` keeps its last line. The result
+    keeps the first occurrence's position (and its timestamp).
+    """
+    check_choice("duplicates", policy, ("error", "mean", "last"))
+    dup = df.duplicated(["row", "col"], keep=False).to_numpy()
+    if not dup.any():
+        return df
+    if policy == "error":
+        i0 = int(np.flatnonzero(dup)[0])
+        r0, c0 = df["row"].iloc[i0], df["col"].iloc[i0]
+        same = np.flatnonzero(dup & (df["row"] == r0).to_numpy() & (df["col"] == c0).to_numpy())
+        where = df.attrs.get("source", "the ratings table")
+        lines = (same + df.attrs.get("first_line", 1)).tolist()[:5]
+        n_pairs = int(df[dup].drop_duplicates(["row", "col"]).shape[0])
+        raise ValueError(
+            f"{where}: {n_pairs} (row, column) pair(s) are rated more than once, e.g. "
+            f"({r0}, {c0}) on lines {lines}; merge them with duplicates='mean' "
+            "or 'last' (--duplicates mean|last), which is done before any train/test split"
+        )
+    grouped = df.groupby(["row", "col"], sort=False)
+    out = grouped.first() if policy == "mean" else grouped.last()
+    if policy == "mean":
+        out["value"] = grouped["value"].mean()
+    out = out.reset_index()[list(df.columns)]
+    out.attrs.update(df.attrs)
     return out
 
 
