@@ -41,30 +41,34 @@ def _fields(line: str, sep: str | None) -> list[str]:
     return [f.strip().strip('"') for f in (line.split(sep) if sep else line.split())]
 
 
-def _sniff_separator(path: Path) -> tuple[str | None, bool]:
+def _sniff_separator(path: Path, sep: str | None = "auto") -> tuple[str | None, bool]:
     """Return (separator, has_header) from the first lines of ``path``; ``ValueError`` if none fits."""
     with open(path, encoding="utf-8", errors="replace") as fh:
         head = [fh.readline() for _ in range(20)]
     head = [line.rstrip("\r\n") for line in head if line.strip()]
     if not head:
         raise ValueError(f"ratings file {path} is empty")
-    for sep in _SEPARATORS:
-        counts = {len(_fields(line, sep)) for line in head}
-        if len(counts) == 1 and counts.pop() >= 3:
-            break
-    else:
-        raise ValueError(
-            f"ratings file {path}, line 1: cannot tell the field separator: {head[0][:80]!r} does "
-            "not split into the same number (at least 3) of fields on every one of the first lines "
-            "with tab, ';', ',', '::', '|' or whitespace; state it (sep= / --sep)"
-        )
-    fields = _fields(head[0], sep)
+    if sep == "auto":
+        sep = _detect_separator(path, head)
+    fields = _fields(head[0], sep) + ["", "", ""]
     try:  # a header is a first line whose value field is not a number
         float(fields[2].replace(",", "."))
         has_header = False
     except ValueError:
         has_header = True
     return sep, has_header
+
+
+def _detect_separator(path: Path, head: list[str]) -> str | None:
+    for sep in _SEPARATORS:
+        counts = {len(_fields(line, sep)) for line in head}
+        if len(counts) == 1 and counts.pop() >= 3:
+            return sep
+    raise ValueError(
+            f"ratings file {path}, line 1: cannot tell the field separator: {head[0][:80]!r} does "
+            "not split into the same number (at least 3) of fields on every one of the first lines "
+            "with tab, ';', ',', '::', '|' or whitespace; state it (sep= / --sep)"
+        )
 
 
 def _pick(names: list[str], candidates: tuple[str, ...]) -> str | None:
@@ -138,8 +142,7 @@ def load_ratings(
     if path.stat().st_size == 0:
         raise ValueError(f"ratings file {path} is empty")
     if sep == "auto" or header is None:
-        auto_sep, auto_header = _sniff_separator(path)
-        sep = auto_sep if sep == "auto" else sep
+        sep, auto_header = _sniff_separator(path, sep)
         header = auto_header if header is None else header
     raw = _read_table(path, sep, header)
     if raw.shape[1] < 3:
