@@ -180,3 +180,6 @@ def test_low_rank_ba_layers():
         assert layer.factorization.dims == [HIDDEN, K, HIDDEN]
         assert torch.linalg.matrix_rank(layer.weight.detach()) == K
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in _net().parameters())
+    default = _net()
+    compress_network(default, x, F.cross_entropy, y, mode="narrow", scale=1.0)   # r̂ = 4·K = 16
+    assert default[4].factorization.dims == [HIDDEN, 4 * K, 4 * K, HIDDEN]

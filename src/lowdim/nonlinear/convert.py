@@ -153,7 +153,7 @@ def compress_network(
     layers : sequence of str, optional
         Names (``named_modules``) of ``nn.Linear`` layers; default the penultimate one (seed 000).
     mode : {"compressed", "full", "narrow"}, default="compressed"
-        "full"/"narrow" need no data (the batch is not used).
+        "full" needs no data; "narrow" runs the batch forward only for the default rank.
     rank : int, optional
         ``r̂``; default ``4 × (number of network outputs)`` (seed 000 Sec. 4.2: ``r̂ = 4 d_y``).
         Must be even when the gradient is used (the engine's width is ``2r``).
@@ -187,6 +187,9 @@ def compress_network(
     scale = check_positive("scale", scale)
     chosen = _resolve(model, layers)
     if mode != "compressed":
+        if mode == "narrow" and rank is None:
+            with torch.no_grad():
+                rank = default_rank(model(batch).shape[-1])
         for name, linear in chosen.items():
             _replace(model, name, DeepLinear.from_linear(
                 linear, mode=mode, depth=depth, rank=rank, scale=scale, random_state=random_state))
