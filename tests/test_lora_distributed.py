@@ -45,7 +45,7 @@ data = [{"input_ids": ids[i], "labels": labels[i]} for i in range(8)]
 trainer = DeepLoRATrainer(model=model, args=args, train_dataset=data)
 trainer.train()
 if world > 1:
-    print("BACKEND", torch.distributed.get_backend(), flush=True)
+    print(f"BACKEND {torch.distributed.get_backend()}", flush=True)  # one write per process
 trainer.save_model(sys.argv[1])
 '''
 

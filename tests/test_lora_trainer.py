@@ -87,6 +87,10 @@ def test_plain_trainer_with_helper_keeps_gamma_and_without_loses_it(tmp_path):
     helper = lambda m: {"optimizer_cls_and_kwargs": optimizer_cls_and_kwargs(m, args(tmp_path))}  # noqa: E731
     _, _, (outer, _) = train_with(transformers.Trainer, tmp_path, kw=helper)
     assert 0 < outer <= 2 * GAMMA * LR * STEPS
+    cls, kwargs = optimizer_cls_and_kwargs(wrapped_model(), args(tmp_path, weight_decay=0.1))
+    decay = {g["name"]: g["weight_decay"] for g in kwargs["params"]}  # Trainer's habit: no decay on
+    assert decay == {"lora_outer": 0.1, "lora": 0.1, "head": 0.1, "head_no_decay": 0.0}  # biases
+    assert cls is torch.optim.AdamW and kwargs["lr"] == LR
     model, trainer, (lost, _) = train_with(transformers.Trainer, tmp_path, kw=lambda m: {})
     assert lost > 10 * GAMMA * LR * STEPS  # the failure this library guards against
     with pytest.raises(ValueError, match="param_groups"):

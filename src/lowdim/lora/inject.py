@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 
 from torch import nn
 
+from .._validation import check_positive
 from .config import AdapterConfig
 from .layers import AdapterLayer, adapter_class, linear_shape
 
@@ -203,8 +204,9 @@ def param_groups(
     ``"head"``
         Other trainable parameters (``modules_to_save``), learning rate ``head_lr or lr``.
     """
-    if not lr > 0:
-        raise ValueError(f"learning rate must be positive, got {lr!r}")
+    lr = check_positive("lr", lr, "the learning rate η of the cores (the bases get γ·η)")
+    if head_lr is not None:
+        head_lr = check_positive("head_lr", head_lr, "or None for lr")
     joined: dict[tuple[str, float], list] = {}
     adapter_ids = set()
     for _, layer in adapter_layers(model):

@@ -122,7 +122,7 @@ class DeepLoRATrainer(_trainer_base()):
         self.head_lr = head_lr
 
     def create_optimizer(self, model=None):
-        if self.optimizer is None and self.optimizer_cls_and_kwargs is None:
+        if self.optimizer is None and getattr(self, "optimizer_cls_and_kwargs", None) is None:
             cls, kwargs = optimizer_cls_and_kwargs(model or self.model, self.args, head_lr=self.head_lr)
             self.optimizer = cls(kwargs.pop("params"), **kwargs)
         optimizer = super().create_optimizer(model)
@@ -141,8 +141,9 @@ class DeepLoRATrainer(_trainer_base()):
             return super()._save(output_dir, state_dict)
         output_dir = output_dir or self.args.output_dir
         model.save_pretrained(output_dir, is_main_process=self.args.should_save)
-        if self.args.should_save and self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir)
+        processor = getattr(self, "processing_class", None)  # "tokenizer" before transformers 4.46
+        if self.args.should_save and processor is not None:
+            processor.save_pretrained(output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         adapter = self._adapter_model()
