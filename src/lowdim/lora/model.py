@@ -121,13 +121,22 @@ class DeepLoRAModel(nn.Module):
         if not is_main_process:
             return folder
         active = self.active_adapter
-        try:
+        with _same_requires_grad(self.base_model):
+            try:
+                for name in self.peft_config:
+                    self.set_adapter(name)
+                    save_adapter(self.base_model, folder if name == "default" else folder / name,
+                                 self.adapter_config)
+            finally:
+                self.set_adapter(active)
+        return folder
+        active = self.active_adapter
+        with _same_requires_grad(self.base_model):
             for name in self.peft_config:
                 self.set_adapter(name)
                 save_adapter(self.base_model, folder if name == "default" else folder / name,
                              self.adapter_config)
-        finally:
-            self.set_adapter(active)
+                self.set_adapter(active)
         return folder
 
     @classmethod
@@ -180,16 +189,14 @@ class DeepLoRAModel(nn.Module):
         if adapter_name in self.peft_config:
             raise ValueError(f"adapter_name {adapter_name!r} exists already; pick another name")
         active = self.active_adapter
-        flags = [(p, p.requires_grad) for p in self.base_model.parameters()]
-        self._stash_active()
-        try:
-            config = build()
-            self.peft_config[adapter_name], self.active_adapter = config, adapter_name
+        with _same_requires_grad(self.base_model):  # the active adapter stays frozen or trainable
             self._stash_active()
-        finally:
-            self._activate(active)
-            for p, flag in flags:  # the active adapter stays frozen or trainable as it was
-                p.requires_grad_(flag)
+            try:
+                config = build()
+                self.peft_config[adapter_name], self.active_adapter = config, adapter_name
+                self._stash_active()
+            finally:
+                self._activate(active)
         return config
 
     def add_adapter(self, adapter_name: str, config: AdapterConfig) -> None:
@@ -285,6 +292,17 @@ class DeepLoRAModel(nn.Module):
             for layer in layers:
                 layer.adapter_enabled = True
             _restore(self.base_model, trained)
+
+
+@contextmanager
+def _same_requires_grad(model: nn.Module) -> Iterator[None]:
+    """Restore the ``requires_grad`` flags of ``model``'s parameters on exit."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def _snapshot(model: nn.Module, patterns) -> dict[str, torch.Tensor]:
