@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 
 import pytest
@@ -15,16 +16,9 @@ from lowdim.lora.io import export_peft, load_adapter, numerical_ranks, save_adap
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
+import test_lora_model  # noqa: E402  (the tiny BERT of these tests)
 
-def tiny_bert(seed: int = 0, hidden: int = 32):
-    torch.manual_seed(seed)
-    cfg = transformers.BertConfig(
-        vocab_size=60, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=48, max_position_embeddings=32, num_labels=1,
-    )
-    model = transformers.BertForSequenceClassification(cfg)
-    model.eval()
-    return model
+tiny_bert = functools.partial(test_lora_model.tiny_bert, num_labels=1)
 
 
 def _inputs():

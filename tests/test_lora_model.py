@@ -22,10 +22,10 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 
-def tiny_bert(seed: int = 0, num_labels: int = 2):
+def tiny_bert(seed: int = 0, num_labels: int = 2, hidden: int = 32):
     torch.manual_seed(seed)
     cfg = transformers.BertConfig(
-        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        vocab_size=60, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=48, max_position_embeddings=32, num_labels=num_labels,
     )
     return transformers.BertForSequenceClassification(cfg).eval()

@@ -130,14 +130,6 @@ class DeepLoRAModel(nn.Module):
             finally:
                 self.set_adapter(active)
         return folder
-        active = self.active_adapter
-        with _same_requires_grad(self.base_model):
-            for name in self.peft_config:
-                self.set_adapter(name)
-                save_adapter(self.base_model, folder if name == "default" else folder / name,
-                             self.adapter_config)
-                self.set_adapter(active)
-        return folder
 
     @classmethod
     def from_pretrained(
