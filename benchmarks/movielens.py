@@ -6,11 +6,12 @@ fit seconds (mean over folds for ``cv5``). scikit-surprise's SVD and SVD++ (defa
 the same process when the optional package is installed (``pip install scikit-surprise``);
 otherwise they are reported as null.
 
-lowdim settings (``lowdim``): ``DeepMatrixCompletion(rank=10, depth=3, method="spectral",
-bias="both", bias_reg=5, init_scale=0.1, learning_rate=0.1, validation_fraction=0.1,
-eval_every=2)`` — the C-DLN of seed 000 with early stopping on a held-out 10% of the training
-ratings; ``lowdim_compressed`` is the invariant-subspace compressed model with the same biases
-(learning rate 0.2). Predictions for users/movies absent from training fall back to the bias terms.
+``lowdim`` is the estimator as a user calls it for ratings: ``DeepMatrixCompletion(random_state=0)``
+— the ``"ratings"`` preset (:data:`lowdim.defaults.COMPLETION_PRESETS`, chosen on a 10% inner
+validation split of u1.base, never on u1.test): C-DLN of seed 000, depth 3, rank bound 40, biases,
+early stopping on 10% of the training ratings, predictions clipped to the observed range;
+``lowdim_compressed`` is the invariant-subspace compressed model with the same preset
+(``method="compressed", rank=10``). Users/movies absent from training fall back to the biases.
 
 Usage: ``python benchmarks/movielens.py [--data DIR] [--skip-cv]``. Ends with one JSON line.
 """
@@ -30,18 +31,15 @@ import torch
 from lowdim.completion import AltMin, DeepMatrixCompletion, SoftImpute
 from lowdim.datasets.movielens import load_movielens_100k
 
-# Chosen on a 10% inner validation split of u1.base (never on u1.test): a rank bound of 40 with a
-# little weight decay; depth and early stopping keep the over-estimated rank from overfitting.
-LOWDIM = dict(rank=40, depth=3, method="spectral", bias="both", bias_reg=5.0, init_scale=0.1,
-              learning_rate=0.1, weight_decay=0.03, validation_fraction=0.1, eval_every=2,
-              n_iter_no_change=10, max_iter=1000, unknown="fallback", random_state=0)
+# The estimator with its defaults (the ratings preset) is what users get; nothing here is tuned.
+LOWDIM = dict(random_state=0)
 
 
 def lowdim_methods():
     return {
         "lowdim": lambda: DeepMatrixCompletion(**LOWDIM),
         "lowdim_compressed": lambda: DeepMatrixCompletion(
-            **{**LOWDIM, "method": "compressed", "learning_rate": 0.2, "eval_every": 5}
+            **LOWDIM, method="compressed", rank=10, eval_every=5
         ),
         "altmin": lambda: AltMin(rank=3, reg=0.05, max_iter=30, bias="both", unknown="fallback"),
         "softimpute": lambda: SoftImpute(shrinkage=0.25, max_rank=20, max_iter=50, bias="both",

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
-from sklearn.utils.estimator_checks import estimator_checks_generator
+from sklearn.utils import estimator_checks
 
 from lowdim.completion import AltMin, BurerMonteiro, DeepMatrixCompletion, SoftImpute
 from lowdim.datasets import completion_problem
@@ -191,10 +191,13 @@ NOT_APPLICABLE = {name: _FEATURE_MATRIX for name in (
 
 def _checks():
     """scikit-learn's common checks of every completer; those that do not apply are skipped."""
+    if not hasattr(estimator_checks, "estimator_checks_generator"):  # scikit-learn < 1.6
+        return
     for est in (DeepMatrixCompletion(rank=1, max_iter=20), AltMin(rank=1, max_iter=3),
                 SoftImpute(max_rank=1, max_iter=3), BurerMonteiro(rank=1, max_iter=20)):
-        yield from estimator_checks_generator(est, expected_failed_checks=NOT_APPLICABLE,
-                                              mark="skip")
+        yield from estimator_checks.estimator_checks_generator(
+            est, expected_failed_checks=NOT_APPLICABLE, mark="skip"
+        )
 
 
 @pytest.mark.parametrize(("estimator", "check"), list(_checks()),

@@ -54,6 +54,13 @@ class RecommenderMixin:
         index = (self.row_labels_, self.col_labels_)[axis]
         return np.arange(self.shape_[axis]) if index is None else index.to_numpy()
 
+    def _query_labels(self, labels, axis: int):
+        """``(labels as a 1-D array, positions, known mask)`` of user (0) or item (1) labels."""
+        index = (self.row_labels_, self.col_labels_)[axis]
+        text = index is not None and index.dtype == object
+        labels = np.atleast_1d(np.asarray(labels, dtype=object if text else None))
+        return (labels, *self._encode(labels, index, self.shape_[axis], ("row", "column")[axis]))
+
     # ------------------------------------------------------------------------------ top-N
     def recommend(self, users, n: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
         """The ``n`` items with the highest predicted rating for each user, vectorized.
@@ -80,9 +87,7 @@ class RecommenderMixin:
         """
         self._check_fitted()
         n = check_int("n", n, 1)
-        users = np.atleast_1d(np.asarray(users, dtype=object if self.row_labels_ is not None
-                                         and self.row_labels_.dtype == object else None))
-        pos, ok = self._encode(users, self.row_labels_, self.shape_[0], "row")
+        users, pos, ok = self._query_labels(users, 0)
         block = max(1, _CHUNK // self.shape_[1])
         idx, top = [], []
         for s in range(0, pos.size, block):
@@ -126,9 +131,7 @@ class RecommenderMixin:
         emb = self.item_embeddings()
         norms = np.linalg.norm(emb, axis=1)
         unit = emb / np.where(norms > 0, norms, 1.0)[:, None]
-        items = np.atleast_1d(np.asarray(items, dtype=object if self.col_labels_ is not None
-                                         and self.col_labels_.dtype == object else None))
-        pos, ok = self._encode(items, self.col_labels_, self.shape_[1], "column")
+        items, pos, ok = self._query_labels(items, 1)
         if not ok.all():
             raise ValueError(f"similar_items: unknown item(s) {items[~ok][:5].tolist()}")
         sims = unit[pos] @ unit.T
@@ -175,12 +178,11 @@ class RecommenderMixin:
         return user
 
     def _fold_in_inputs(self, items, values, user):
-        items = np.asarray(items).reshape(-1)
+        items, pos, ok = self._query_labels(items, 1)
         vals = np.asarray(values, dtype=np.float64).reshape(-1)
         if items.size != vals.size or items.size == 0 or not np.isfinite(vals).all():
             raise ValueError(f"fold_in needs as many finite values as items, at least one; got "
                              f"{items.size} items and {vals.size} values")
-        pos, ok = self._encode(items, self.col_labels_, self.shape_[1], "column")
         if self.row_labels_ is None:
             if user not in (None, self.shape_[0]):
                 raise ValueError(f"user must be None or {self.shape_[0]} (the next position) for "
