@@ -42,6 +42,10 @@ def test_duplicates_are_an_error_or_merged_before_the_split(tmp_path, capsys):
     assert f"e.g. ({int(first.user)}, {int(first['item'])}) on lines [2, {len(data) - 40 + 2}]" in err
     assert "--duplicates mean" in err
     assert not (tmp_path / "o").exists()
+    half = tmp_path / "half.tsv"
+    data.iloc[:30].to_csv(half, sep="\t", index=False)
+    with pytest.warns(RuntimeWarning, match="30 .* pair.s. are in both .* optimistic"):
+        assert _run(path, "--test", half, "--out", tmp_path / "t", "--duplicates", "last") == 0
     assert _run(path, "--out", tmp_path / "o", "--duplicates", "mean") == 0
     preds = pd.read_csv(tmp_path / "o" / "predictions.csv")
     keys = preds["row"].astype(str) + ":" + preds["col"].astype(str)

@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,13 @@ def _load(args) -> tuple[pd.DataFrame, pd.DataFrame]:
     data = merge_duplicates(load_ratings(args.ratings, sep=args.sep), args.duplicates)
     if args.test is None:
         return _split(data, 0.2 if args.test_frac is None else args.test_frac, args.seed)
-    return data, merge_duplicates(load_ratings(args.test, sep=args.sep), args.duplicates)
+    test = merge_duplicates(load_ratings(args.test, sep=args.sep), args.duplicates)
+    both = data[["row", "col"]].merge(test[["row", "col"]]).drop_duplicates()
+    if len(both):
+        warnings.warn(f"{len(both)} (row, column) pair(s) are in both {args.ratings} and "
+                      f"{args.test} (e.g. {tuple(both.iloc[0])}): the test RMSE is optimistic",
+                      RuntimeWarning, stacklevel=2)
+    return data, test
 
 
 def _estimator(args):
