@@ -96,6 +96,7 @@ class DeepLinear(nn.Module):
 
     Examples
     --------
+    >>> import torch
     >>> layer = DeepLinear(64, 32, mode="compressed", rank=8, scale=0.5, random_state=0)
     >>> layer.factorization.dims, layer.factorization.lr_multipliers
     ([64, 8, 8, 32], [1.0, 1.0, 1.0])
