@@ -11,14 +11,22 @@ Runs: Fig. 7 — ε = 0.5 orthogonal, L ∈ {6, 8, 10}, linear and ReLU; Fig. 11
 (per-layer decay ratio, R²), and the largest D_{l+1}/D_l against Theorem 2's 2(√K + 1)ε² (the
 theorem's conditions need ε ≲ 0.06 here, so at ε = 0.5 this is a measurement, not a check).
 
-Usage: ``python benchmarks/collapse.py [--quick]`` (~40 s). Ends with one JSON line ``{"benchmark":
-"collapse", "runs": [{"L", "activation", "decay_ratio", "fit_r2", "max_ratio_vs_bound", …}]}``.
+``--hybrid``: the talk's hybrid network ("Implication II"; there 4-layer MLP + 6-layer linear on
+CIFAR-10), here 4 ReLU layers then 6 linear layers of width ``--hybrid-width`` and a linear head,
+trained with Adam (1e-3, cross-entropy, batch 128) on the first ``--hybrid-train`` MNIST training
+images; D_l and S_l at every layer on 2000 of them, with separate log-linear fits over the ReLU and
+the linear layers.
+
+Usage: ``python benchmarks/collapse.py [--quick] [--hybrid]`` (~40 s; hybrid ~1 min more). Ends with
+one JSON line ``{"benchmark": "collapse", "runs": [{"L", "activation", "decay_ratio", "fit_r2",
+"max_ratio_vs_bound", …}], "hybrid": {…}}`` (hybrid only with ``--hybrid``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -77,6 +85,46 @@ def run(depth: int, activation: str, init: str, scale: float, args) -> dict:
     return out
 
 
+def hybrid(args) -> dict:
+    """The talk's hybrid network on MNIST: where compression (D_l) and separation (S_l) happen."""
+    from torch import nn
+
+    from lowdim.collapse import log_linear_fit
+    from lowdim.datasets.mnist import load_mnist
+
+    torch.manual_seed(args.seed)
+    train = load_mnist("train", args.data)
+    x = torch.as_tensor(train.images[: args.hybrid_train])
+    y = torch.as_tensor(train.labels[: args.hybrid_train])
+    w, layers = args.hybrid_width, []
+    for i in range(4):
+        layers += [nn.Linear(784 if i == 0 else w, w), nn.ReLU()]
+    layers += [nn.Linear(w, w) for _ in range(6)] + [nn.Linear(w, 10)]
+    net = nn.Sequential(*layers)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(args.seed)
+    for _ in range(args.hybrid_epochs):
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x) - 127, 128):
+            idx = order[i : i + 128]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+    acc = float((net(x[:2000]).argmax(1) == y[:2000]).float().mean())
+    prof = collapse_profile(net, x[:2000], y[:2000])
+    relu_fit = log_linear_fit(prof.collapse[1:5], range(1, 5))
+    linear_fit = log_linear_fit(prof.collapse[4:], range(4, len(prof.collapse)))
+    print(f"hybrid (4 ReLU + 6 linear, width {w}, {args.hybrid_epochs} epochs, train acc {100 * acc:.1f}%)")
+    print("  D_l:", " ".join(f"{v:.3g}" for v in prof.collapse))
+    print("  S_l:", " ".join(f"{v:.2f}" for v in prof.separation))
+    print(f"  D decay per layer: ReLU layers 1–4 {relu_fit.decay_ratio:.3f} (R² {relu_fit.r2:.3f}), "
+          f"linear layers 4–10 {linear_fit.decay_ratio:.3f} (R² {linear_fit.r2:.3f})")
+    return {"train_acc": acc, "D": [float(f"{v:.4g}") for v in prof.collapse],
+            "S": [round(float(v), 4) for v in prof.separation],
+            "relu_decay_ratio": round(relu_fit.decay_ratio, 4),
+            "linear_decay_ratio": round(linear_fit.decay_ratio, 4)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classes", type=int, default=5)
@@ -86,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-iter", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="Fig. 7 only, L ∈ {6, 8}")
+    ap.add_argument("--hybrid", action="store_true", help="also the talk's hybrid network on MNIST")
+    ap.add_argument("--hybrid-width", type=int, default=256)
+    ap.add_argument("--hybrid-train", type=int, default=10000)
+    ap.add_argument("--hybrid-epochs", type=int, default=3)
+    ap.add_argument("--data", default=os.environ.get("LOWDIM_DATA", "../shared/data"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -103,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         for init in ("normal", "uniform"):
             for act in ("linear", "relu"):
                 runs.append(run(8, act, init, 0.5, args))
-    print(json.dumps({"benchmark": "collapse", "runs": runs}))
+    out = {"benchmark": "collapse", "runs": runs}
+    if args.hybrid:
+        out["hybrid"] = hybrid(args)
+    print(json.dumps(out))
     return 0
 
 
