@@ -10,6 +10,10 @@ from ._validation import check_int
 
 #: Initialization scale ε of every factor (seed 003 Figs. 2–5 and App. B; seed 000 Sec. 4).
 INIT_SCALE = 1e-3
+#: ε of a deep linear layer inside a nonlinear network (``DeepLinear``, ``compress_network``): an
+#: ε-orthogonal depth-L chain with ε = 1 preserves the norm of the features it passes on (seed 000
+#: Sec. 4.2 trains such layers inside MLPs and ViTs); ε = 1e-3 would start it at ~1e-9 and stall.
+NETWORK_INIT_SCALE = 1.0
 #: Depth L of the deep factorization ("typically we choose L = 3", seed 003 Sec. 4.1).
 DEPTH = 3
 #: Learning-rate ratio γ of Deep LoRA's outer bases (seed 003 App. B: "γ = 10⁻² works best").

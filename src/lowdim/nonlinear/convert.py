@@ -29,7 +29,7 @@ from torch import nn
 
 from .._validation import check_choice, check_positive
 from ..compression import invariant_subspace_compression, spectral_compression
-from ..defaults import DEPTH, INIT_SCALE
+from ..defaults import DEPTH, NETWORK_INIT_SCALE
 from ..dynamics import rank_from_singular_values
 from ..factorization import DeepFactorization
 from ..gradients import capture_layer_gradients
@@ -134,7 +134,7 @@ def compress_network(
     mode: str = "compressed",
     rank: int | None = None,
     depth: int = DEPTH,
-    scale: float = INIT_SCALE,
+    scale: float = NETWORK_INIT_SCALE,
     alpha: float = 1.0,
     init_from: str = "auto",
     svd: str = "auto",

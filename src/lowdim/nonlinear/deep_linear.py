@@ -29,7 +29,7 @@ from torch import nn
 
 from .._validation import check_choice, check_int, check_positive, fail
 from ..compression import narrow_factorization
-from ..defaults import DEPTH, INIT_SCALE
+from ..defaults import DEPTH, NETWORK_INIT_SCALE
 from ..factorization import DeepFactorization, _as_generator, init_factor
 
 __all__ = ["MODES", "DeepLinear", "default_rank"]
@@ -85,8 +85,8 @@ class DeepLinear(nn.Module):
         classes)`` (:func:`default_rank`; seed 000 Sec. 4.2). Must be ``< min(d_in, d_out)``.
     width : int, optional
         Inner width of "full" (default ``max(d_in, d_out)``).
-    scale : float, default=INIT_SCALE (1e-3)
-        Initialization scale ε of every factor (nonlinear networks train better with ε near 1).
+    scale : float, default=NETWORK_INIT_SCALE (1.0)
+        Initialization scale ε of every factor (:data:`lowdim.defaults.NETWORK_INIT_SCALE`).
     alpha : float, default=1.0
         Learning-rate ratio α of the outer factors of "compressed" (Algorithm 1 of seed 000).
     bias : bool, default=True
@@ -115,7 +115,7 @@ class DeepLinear(nn.Module):
         depth: int = DEPTH,
         rank: int | None = None,
         width: int | None = None,
-        scale: float = INIT_SCALE,
+        scale: float = NETWORK_INIT_SCALE,
         alpha: float = 1.0,
         bias: bool = True,
         random_state: int | torch.Generator | None = None,
