@@ -128,9 +128,17 @@ def test_default_gamma_follows_the_rescaling_law():
 
 
 def test_estimator_uses_default_gamma_per_depth():
+    """γ(L) reaches the compressed model's bases, for every depth; an explicit ratio wins."""
     assert DEFAULTS["compressed"][1] is None
+    pb = completion_problem(20, 24, 2, 0.5, random_state=0)
+
+    def fitted(**params):
+        est = DeepMatrixCompletion(rank=2, max_iter=0, random_state=0, **params)
+        return est.fit((pb.rows, pb.cols), pb.values)
+
     for depth in (2, 3, 4):
-        est = DeepMatrixCompletion(depth=depth)
-        assert est._lr_ratio() == (0.5, default_gamma(depth))
-    assert DeepMatrixCompletion(depth=4, outer_ratio=0.3)._lr_ratio()[1] == 0.3
-    assert DeepMatrixCompletion(depth=4, method="spectral")._lr_ratio()[1] == 5.0
+        est = fitted(depth=depth, method="compressed")
+        assert est._lr_ratio()[1] == default_gamma(depth)
+        assert est.model_.lr_multipliers[0] == est.model_.lr_multipliers[-1] == default_gamma(depth)
+    assert fitted(depth=4, method="compressed", outer_ratio=0.3).model_.lr_multipliers[0] == 0.3
+    assert fitted(depth=4, method="spectral")._lr_ratio()[1] == 5.0
