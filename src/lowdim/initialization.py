@@ -25,6 +25,7 @@ import torch
 from ._validation import check_int
 from .defaults import INIT_SCALE
 from .factorization import DeepFactorization, _as_generator, per_layer
+from .linalg import qr_positive
 
 __all__ = ["ExplicitInit", "FullWidthInit", "ImplicitOrthogonalInit", "StructuredOrthogonal", "as_init"]
 
@@ -126,10 +127,7 @@ def as_init(init: FullWidthInit | DeepFactorization) -> FullWidthInit:
 
 def _haar(n: int, generator: torch.Generator, count: int = 1) -> torch.Tensor:
     """``count`` Haar-distributed ``n × n`` orthogonal matrices (float64)."""
-    g = torch.randn(count, n, n, generator=generator, dtype=torch.float64)
-    q, r = torch.linalg.qr(g)
-    d = torch.diagonal(r, dim1=-2, dim2=-1)
-    return q * torch.where(d < 0, -1.0, 1.0).unsqueeze(-2)
+    return qr_positive(torch.randn(count, n, n, generator=generator, dtype=torch.float64))[0]
 
 
 class StructuredOrthogonal:

@@ -47,7 +47,7 @@ def qr_positive(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Parameters
     ----------
     a : torch.Tensor
-        Shape ``(m, k)`` with ``k ≤ m``.
+        Shape ``(m, k)`` with ``k ≤ m``, or a batch ``(..., m, k)``.
 
     Returns
     -------
@@ -55,9 +55,9 @@ def qr_positive(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ``(m, k)`` with orthonormal columns and ``(k, k)`` upper triangular.
     """
     q, r = torch.linalg.qr(a)
-    signs = torch.sign(torch.diagonal(r))
+    signs = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
-    return q * signs, r * signs[:, None]
+    return q * signs.unsqueeze(-2), r * signs.unsqueeze(-1)
 
 
 def orthonormal_columns(a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse
+import torch
 
 from .._io import atomic_write
 from .._validation import check_int, check_nonnegative
+from ..linalg import factored_svd
 
 FORMAT = "lowdim.completion.model/1"
 _ARRAYS = ("left_", "right_", "row_bias_", "col_bias_")
@@ -114,10 +116,9 @@ class RecommenderMixin:
         Unlike the columns of ``right_``, they do not depend on how the factorization is split.
         """
         self._check_fitted()
-        ql, rl = np.linalg.qr(self.left_)
-        qr_, rr = np.linalg.qr(self.right_.T)
-        _, sv, vt = np.linalg.svd(rl @ rr.T)
-        return (qr_ @ vt.T) * sv
+        left, right = torch.as_tensor(self.left_), torch.as_tensor(self.right_)
+        _, sv, vt = factored_svd(left, torch.eye(left.shape[1], dtype=left.dtype), right)
+        return (vt.T * sv).numpy()
 
     def similar_items(self, items, n: int = 10) -> pd.DataFrame:
         """The ``n`` items most similar to each of ``items`` (cosine of :meth:`item_embeddings`).
