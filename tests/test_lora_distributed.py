@@ -47,6 +47,9 @@ trainer.train()
 if world > 1:
     print(f"BACKEND {torch.distributed.get_backend()}", flush=True)  # one write per process
 trainer.save_model(sys.argv[1])
+if world > 1:  # leave together: a rank that exits while gloo still runs can abort the job
+    trainer.accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
 '''
 
 
