@@ -70,6 +70,28 @@ def layer_init(layer: DeepLoRALinear, seed: int, name: str, block_size: int = 32
     )
 
 
+def _full_width_inits(
+    layers: Mapping[str, DeepLoRALinear], seed: int, chosen: Mapping, force: bool
+) -> dict[str, FullWidthInit]:
+    """Each layer's full-width Θ(0) (given, or :func:`layer_init`), after checking it may compress."""
+    init_of: dict[str, FullWidthInit] = {}
+    for name, layer in layers.items():
+        if layer.merged:
+            raise ValueError(f"layer {name!r} is merged; unmerge before compressing")
+        if not force and layer.changed_since_set():
+            raise ValueError(
+                f"layer {name!r} was already compressed and its factors have changed since (trained "
+                "or loaded); compressing again would discard them. Pass force=True to recompress."
+            )
+        init_of[name] = as_init(chosen[name]) if name in chosen else layer_init(layer, seed, name)
+        if tuple(init_of[name].shape) != (layer.out_features, layer.in_features):
+            raise ValueError(
+                f"the initialization given for {name!r} is {init_of[name].shape}, the layer is "
+                f"{(layer.out_features, layer.in_features)} (out, in)"
+            )
+    return init_of
+
+
 def compress_deep_lora(
     model: nn.Module,
     loss_fn: Callable[[nn.Module], torch.Tensor],
@@ -131,23 +153,7 @@ def compress_deep_lora(
     layers = {n: m for n, m in model.named_modules() if isinstance(m, DeepLoRALinear)}
     if not layers:
         raise ValueError("model has no DeepLoRALinear layers to compress; inject adapters first")
-    chosen = inits or {}
-    init_of: dict[str, FullWidthInit] = {}
-    for name, layer in layers.items():
-        if layer.merged:
-            raise ValueError(f"layer {name!r} is merged; unmerge before compressing")
-        if not force and layer.changed_since_set():
-            raise ValueError(
-                f"layer {name!r} was already compressed and its factors have changed since (trained "
-                "or loaded); compressing again would discard them. Pass force=True to recompress."
-            )
-        init_of[name] = as_init(chosen[name]) if name in chosen else layer_init(layer, seed, name)
-        if tuple(init_of[name].shape) != (layer.out_features, layer.in_features):
-            raise ValueError(
-                f"the initialization given for {name!r} is {init_of[name].shape}, the layer is "
-                f"{(layer.out_features, layer.in_features)} (out, in)"
-            )
-
+    init_of = _full_width_inits(layers, seed, inits or {}, force)
     results: dict[str, DeepFactorization] = {}
 
     def on_gradient(name: str, gradient: LinearMap) -> None:
