@@ -142,80 +142,90 @@ def _is_triplets(arr: np.ndarray) -> bool:
     return bool(np.isfinite(a).all() and (idx >= 0).all() and (idx == np.round(idx)).all())
 
 
+def _from_sparse(X, y, shape):
+    """Entries of a ``scipy.sparse`` matrix (its stored entries are the observations)."""
+    if y is not None:
+        raise ValueError("y must be None when X is a sparse matrix (its entries are the values)")
+    coo = scipy.sparse.coo_matrix(X)
+    if shape is not None and tuple(shape) != coo.shape:
+        raise ValueError(f"shape={tuple(shape)} disagrees with the sparse matrix shape {coo.shape}")
+    rows, cols = coo.row.astype(np.int64), coo.col.astype(np.int64)
+    return rows, cols, _finite(coo.data), coo.shape, None, None
+
+
+def _from_frame(X, y, shape):
+    """Entries of a DataFrame of (row, column, value); the labels define the shape."""
+    if shape is not None:
+        raise ValueError("shape= applies to index arrays only; DataFrame labels define the shape")
+    r_lab, c_lab, values = _frame_triples(X, y)
+    (rows, row_labels), (cols, col_labels) = _encode_labels(r_lab), _encode_labels(c_lab)
+    return rows, cols, values, (len(row_labels), len(col_labels)), row_labels, col_labels
+
+
+def _array_entries(X, y, shape):
+    """``(rows, cols, values, shape)`` of index arrays, an (N, 3) triplet array or a dense array."""
+    if isinstance(X, tuple) and len(X) == 2:
+        rows, cols = _positions(X[0], "row"), _positions(X[1], "column")
+        if rows.size != cols.size:
+            raise ValueError(f"rows and cols differ in length: {rows.size} vs {cols.size}")
+        if y is None:
+            raise ValueError("index arrays (rows, cols) need the observed values y")
+        return rows, cols, _finite(y), shape
+    arr = np.asarray(X)
+    if arr.dtype == object:
+        raise ValueError("X must be numeric (or a DataFrame for labelled rows/columns)")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"X must be 2-D: an (N, 2) array of (row, col) indices with y, or a dense "
+            f"matrix with NaN for missing entries; got shape {arr.shape}"
+        )
+    if y is None and _is_triplets(arr):
+        return _positions(arr[:, 0], "row"), _positions(arr[:, 1], "column"), _finite(arr[:, 2]), shape
+    if y is None:  # dense with NaN
+        dense = arr.astype(np.float64)
+        if np.isinf(dense).any():
+            raise ValueError("the dense matrix contains inf; only NaN may mark missing entries")
+        if shape is not None and tuple(shape) != dense.shape:
+            raise ValueError(f"shape={tuple(shape)} disagrees with X.shape {dense.shape}")
+        rows, cols = (i.astype(np.int64) for i in np.nonzero(~np.isnan(dense)))
+        return rows, cols, dense[rows, cols], dense.shape
+    if arr.shape[1] != 2:
+        raise ValueError(f"with y, X must be an (N, 2) array of (row, col) indices; got {arr.shape}")
+    return _positions(arr[:, 0], "row"), _positions(arr[:, 1], "column"), _finite(y), shape
+
+
+def _from_arrays(X, y, shape):
+    """Entries of array inputs; without ``shape``, sparse huge IDs are relabelled."""
+    rows, cols, values, shape = _array_entries(X, y, shape)
+    if values.size != rows.size:
+        raise ValueError(f"{rows.size} index pairs but {values.size} values")
+    if rows.size == 0:
+        raise ValueError("no observed entries (empty input: 0 sample(s))")
+    if shape is None:
+        rows, row_labels = _relabel_if_sparse(rows)
+        cols, col_labels = _relabel_if_sparse(cols)
+        return rows, cols, values, (int(rows.max()) + 1, int(cols.max()) + 1), row_labels, col_labels
+    m, n = (int(s) for s in shape)
+    if rows.max() >= m or cols.max() >= n:
+        raise ValueError(
+            f"index out of range for shape {(m, n)}: max row {int(rows.max())}, max column "
+            f"{int(cols.max())}"
+        )
+    return rows, cols, values, (m, n), None, None
+
+
 def parse_observations(X, y=None, shape=None, duplicates: str = "error") -> Observations:
     """Normalize every accepted input form to positions, values and labels (see module docstring)."""
-    row_labels = col_labels = None
     if X is None:
         raise ValueError("X is None: give observed entries (sparse matrix, DataFrame, index arrays "
                          "or a dense array with NaN)")
     if scipy.sparse.issparse(X):
-        if y is not None:
-            raise ValueError("y must be None when X is a sparse matrix (its entries are the values)")
-        coo = scipy.sparse.coo_matrix(X)
-        rows, cols = coo.row.astype(np.int64), coo.col.astype(np.int64)
-        values = _finite(coo.data)
-        m, n = coo.shape
-        if shape is not None and tuple(shape) != (m, n):
-            raise ValueError(f"shape={tuple(shape)} disagrees with the sparse matrix shape {(m, n)}")
+        parts = _from_sparse(X, y, shape)
     elif isinstance(X, pd.DataFrame):
-        if shape is not None:
-            raise ValueError("shape= applies to index arrays only; DataFrame labels define the shape")
-        r_lab, c_lab, values = _frame_triples(X, y)
-        (rows, row_labels), (cols, col_labels) = _encode_labels(r_lab), _encode_labels(c_lab)
-        m, n = len(row_labels), len(col_labels)
+        parts = _from_frame(X, y, shape)
     else:
-        if isinstance(X, tuple) and len(X) == 2:
-            rows, cols = _positions(X[0], "row"), _positions(X[1], "column")
-            if rows.size != cols.size:
-                raise ValueError(f"rows and cols differ in length: {rows.size} vs {cols.size}")
-            if y is None:
-                raise ValueError("index arrays (rows, cols) need the observed values y")
-            values = _finite(y)
-        else:
-            arr = np.asarray(X)
-            if arr.dtype == object:
-                raise ValueError("X must be numeric (or a DataFrame for labelled rows/columns)")
-            if arr.ndim != 2:
-                raise ValueError(
-                    f"X must be 2-D: an (N, 2) array of (row, col) indices with y, or a dense "
-                    f"matrix with NaN for missing entries; got shape {arr.shape}"
-                )
-            if y is None and _is_triplets(arr):
-                rows, cols = _positions(arr[:, 0], "row"), _positions(arr[:, 1], "column")
-                values = _finite(arr[:, 2])
-            elif y is None:  # dense with NaN
-                dense = arr.astype(np.float64)
-                if np.isinf(dense).any():
-                    raise ValueError("the dense matrix contains inf; only NaN may mark missing entries")
-                rows, cols = np.nonzero(~np.isnan(dense))
-                rows, cols = rows.astype(np.int64), cols.astype(np.int64)
-                values = dense[rows, cols]
-                m, n = dense.shape
-                if shape is not None and tuple(shape) != (m, n):
-                    raise ValueError(f"shape={tuple(shape)} disagrees with X.shape {(m, n)}")
-                shape = (m, n)
-            else:
-                if arr.shape[1] != 2:
-                    raise ValueError(
-                        f"with y, X must be an (N, 2) array of (row, col) indices; got {arr.shape}"
-                    )
-                rows, cols = _positions(arr[:, 0], "row"), _positions(arr[:, 1], "column")
-                values = _finite(y)
-        if values.size != rows.size:
-            raise ValueError(f"{rows.size} index pairs but {values.size} values")
-        if rows.size == 0:
-            raise ValueError("no observed entries (empty input: 0 sample(s))")
-        if shape is None:
-            rows, row_labels = _relabel_if_sparse(rows)
-            cols, col_labels = _relabel_if_sparse(cols)
-            m, n = int(rows.max()) + 1, int(cols.max()) + 1
-        else:
-            m, n = (int(s) for s in shape)
-            if rows.max() >= m or cols.max() >= n:
-                raise ValueError(
-                    f"index out of range for shape {(m, n)}: max row {int(rows.max())}, max column "
-                    f"{int(cols.max())}"
-                )
+        parts = _from_arrays(X, y, shape)
+    rows, cols, values, (m, n), row_labels, col_labels = parts
     if rows.size == 0:
         raise ValueError("no observed entries (empty input: 0 sample(s))")
     rows, cols, values = _dedupe(rows, cols, values, n, duplicates)
