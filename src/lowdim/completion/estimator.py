@@ -642,54 +642,28 @@ class DeepMatrixCompletion(CompletionEstimator):
         t_start = time.perf_counter()
         obs, (r, c, v), val = self._prepare(X, y, shape)
         self._check_params(obs.shape)
-        dtype = _DTYPES[self.dtype]
         if self.degenerate_:
             return self._fit_degenerate(obs, t_start)
         op = SparseEntryObservation(
-            r, c, v, obs.shape, dtype=dtype, weight=1.0 / self.observed_fraction_, device=self.device
+            r, c, v, obs.shape, dtype=_DTYPES[self.dtype], weight=1.0 / self.observed_fraction_,
+            device=self.device,
         )
-        lr, _ = self._lr_ratio()
         ckpt = Path(self.checkpoint_dir) / _CKPT_NAME if self.checkpoint_dir else None
         fingerprint = self._fingerprint(obs)
-        state, history = TrainState(), History()
-        self.validation_rmse_, self.validation_iterations_ = [], []
-        best = {"rmse": math.inf, "iteration": 0, "factors": None, "bad": 0}
-        resumed = None
-        if ckpt is not None and ckpt.is_file():
-            resumed = self._load_checkpoint(ckpt, fingerprint)
-        if resumed is not None:
-            self.model_, state, history, best = resumed
-        else:
-            self.model_ = self._build_model(op)
-        model = self.model_
-
+        state, history, best = self._start_or_resume(op, ckpt, fingerprint)
         val_t = None
         if val is not None:
             vr, vc, vv = val
             val_t = (torch.as_tensor(vr), torch.as_tensor(vc), vv, self._bias_at(vr, vc))
 
         def callback(it, mdl, loss):
-            stop = False
-            if val_t is not None:
-                if not self.validation_iterations_ or self.validation_iterations_[-1] < it:
-                    with torch.no_grad():
-                        left, right = mdl.split()
-                        pred = entries_chunked(left, right, val_t[0], val_t[1]).double().cpu().numpy()
-                    rmse = float(np.sqrt(np.mean((val_t[3] + self.scale_ * pred - val_t[2]) ** 2)))
-                    self.validation_rmse_.append(rmse)
-                    self.validation_iterations_.append(it)
-                    if rmse < best["rmse"] - 1e-12:
-                        best.update(rmse=rmse, iteration=it, bad=0,
-                                    factors=[f.detach().clone() for f in mdl.factors])
-                    else:
-                        best["bad"] += 1
-                stop = best["bad"] >= self.n_iter_no_change
+            stop = val_t is not None and self._validate(it, mdl, val_t, best)
             if ckpt is not None and it > 0 and it % self.checkpoint_every == 0:
                 self._save_checkpoint(ckpt, fingerprint, state, history, best)
             return stop
 
         self.history_ = train(
-            model, op, lr=lr, max_iter=int(self.settings_["max_iter"]),
+            self.model_, op, lr=self._lr_ratio()[0], max_iter=int(self.settings_["max_iter"]),
             weight_decay=float(self.settings_["weight_decay"]), momentum=self.momentum,
             tol=self.tol if self.tol > 0 else None, max_time=self.max_time,
             eval_every=int(self.settings_["eval_every"]), callback=callback,
@@ -697,19 +671,49 @@ class DeepMatrixCompletion(CompletionEstimator):
         )
         if ckpt is not None:
             self._save_checkpoint(ckpt, fingerprint, state, history, best)
-        self.n_iter_ = state.iteration
-        self.best_iteration_ = state.iteration
-        if val_t is not None and best["factors"] is not None:
-            with torch.no_grad():
-                for p, b in zip(model.factors, best["factors"]):
-                    p.copy_(b)
-            self.best_iteration_ = best["iteration"]
-        with torch.no_grad():
-            left, right = model.split()
-        self.left_, self.right_ = (t.detach().double().cpu().numpy() for t in (left, right))
+        self._keep_best(state, best if val_t is not None else None)
         self._check_range(obs.rows, obs.cols, obs.values)
         self.fit_seconds_ = time.perf_counter() - t_start
         return self
+
+    def _start_or_resume(self, op, ckpt: Path | None, fingerprint: str):
+        """``(state, history, best)``: from the checkpoint when one exists, else a new model."""
+        self.validation_rmse_, self.validation_iterations_ = [], []
+        if ckpt is not None and ckpt.is_file():
+            resumed = self._load_checkpoint(ckpt, fingerprint)
+            if resumed is not None:
+                self.model_, state, history, best = resumed
+                return state, history, best
+        self.model_ = self._build_model(op)
+        return TrainState(), History(), {"rmse": math.inf, "iteration": 0, "factors": None, "bad": 0}
+
+    def _validate(self, it: int, model: DeepFactorization, val_t, best: dict) -> bool:
+        """Record the validation RMSE at ``it``, keep the best factors; True stops (early stopping)."""
+        if not self.validation_iterations_ or self.validation_iterations_[-1] < it:
+            with torch.no_grad():
+                left, right = model.split()
+                pred = entries_chunked(left, right, val_t[0], val_t[1]).double().cpu().numpy()
+            rmse = float(np.sqrt(np.mean((val_t[3] + self.scale_ * pred - val_t[2]) ** 2)))
+            self.validation_rmse_.append(rmse)
+            self.validation_iterations_.append(it)
+            if rmse < best["rmse"] - 1e-12:
+                best.update(rmse=rmse, iteration=it, bad=0,
+                            factors=[f.detach().clone() for f in model.factors])
+            else:
+                best["bad"] += 1
+        return best["bad"] >= self.n_iter_no_change
+
+    def _keep_best(self, state: TrainState, best: dict | None) -> None:
+        """Restore the best validated factors (if any) and store the low-rank term ``left_ @ right_``."""
+        self.n_iter_ = self.best_iteration_ = state.iteration
+        if best is not None and best["factors"] is not None:
+            with torch.no_grad():
+                for p, b in zip(self.model_.factors, best["factors"]):
+                    p.copy_(b)
+            self.best_iteration_ = best["iteration"]
+        with torch.no_grad():
+            left, right = self.model_.split()
+        self.left_, self.right_ = (t.detach().double().cpu().numpy() for t in (left, right))
 
     def _fit_degenerate(self, obs: Observations, t_start: float):
         """Nothing low-rank to learn (``degenerate_``): a zero low-rank term, no training."""
