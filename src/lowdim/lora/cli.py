@@ -6,6 +6,9 @@ Examples
 
     lowdim finetune --data-root ../shared/data/glue --task stsb --n 16 64 --seeds 5 --out runs/stsb
     lowdim finetune --model bert-base-cased --task mrpc --method deeplora --n 1024 --max-steps 2000
+    # data-parallel over 2 processes (DDP; gloo on CPUs), results written by the main process
+    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
+        --dynamo_backend no -m lowdim.cli finetune --task stsb --n 16 --out runs/stsb
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .._io import atomic_write_text
-    from .finetune import format_summary, run_finetune
+    from .finetune import finish, format_summary, make_accelerator, run_finetune
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
         output=str(out / "results.jsonl"), progress=not args.no_progress,
         **config_kwargs(args, _CONFIG_OPTIONS),
     )
-    records = run_finetune(cfg)
-    table = format_summary(records)
-    print(table)
-    atomic_write_text(out / "summary.txt", table + "\n")
+    acc = make_accelerator()  # accelerate's under `accelerate launch` with several processes
+    records = run_finetune(cfg, accelerator=acc)
+    if acc.is_main_process:
+        table = format_summary(records)
+        print(table)
+        atomic_write_text(out / "summary.txt", table + "\n")
+    finish(acc)
     return 0

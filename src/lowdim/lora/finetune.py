@@ -42,6 +42,8 @@ __all__ = [
     "sample_indices",
     "run_one",
     "run_finetune",
+    "make_accelerator",
+    "finish",
     "read_results",
     "summarize",
     "format_summary",
@@ -141,15 +143,34 @@ def sample_indices(n_total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
 
 
+def _encode(split: GlueSplit, tokenizer, idx, max_length: int) -> dict:
+    a = [split.text_a[i] for i in idx]
+    b = None if split.text_b is None else [split.text_b[i] for i in idx]
+    enc = tokenizer(a, b, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    labels = torch.as_tensor(split.labels[idx])
+    enc["labels"] = labels.float() if split.task.is_regression else labels.long()
+    return dict(enc)
+
+
 def _batches(split: GlueSplit, tokenizer, batch_size: int, max_length: int, order) -> Iterator[dict]:
     for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        a = [split.text_a[i] for i in idx]
-        b = None if split.text_b is None else [split.text_b[i] for i in idx]
-        enc = tokenizer(a, b, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        labels = torch.as_tensor(split.labels[idx])
-        enc["labels"] = labels.float() if split.task.is_regression else labels.long()
-        yield dict(enc)
+        yield _encode(split, tokenizer, order[start : start + batch_size], max_length)
+
+
+def _shards(split: GlueSplit, tokenizer, cfg: FinetuneConfig, order, acc) -> Iterator[tuple[dict, float]]:
+    """This process's part of each global batch of ``order``, with its share of the batch.
+
+    Process ``p`` of ``W`` takes examples ``p, p + W, ...`` of every batch of ``cfg.batch_size``;
+    a loss scaled by ``W · share`` makes DDP's gradient average the gradient of the global batch
+    mean, also when the shards differ in size.  A process left without an example runs one with
+    share 0, so that every process joins every gradient all-reduce.
+    """
+    world, rank = acc.num_processes, acc.process_index
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        part = idx[rank::world]
+        share = len(part) / len(idx)
+        yield _encode(split, tokenizer, part if len(part) else idx[:1], cfg.max_length), share
 
 
 def _loss(model: nn.Module, batch: dict) -> torch.Tensor:
@@ -217,6 +238,7 @@ def _lora_ranks(model: nn.Module) -> list[int]:
 def evaluate(model: nn.Module, split: GlueSplit, tokenizer, cfg: FinetuneConfig) -> dict[str, float]:
     """Task metrics of ``model`` on ``split`` (batched by length for speed)."""
     model.eval()
+    device = next(model.parameters()).device
     lengths = [len(a) + (len(split.text_b[i]) if split.text_b else 0) for i, a in enumerate(split.text_a)]
     order = np.argsort(lengths)
     preds = np.empty(len(split), dtype=np.float64 if split.task.is_regression else np.int64)
@@ -226,10 +248,120 @@ def evaluate(model: nn.Module, split: GlueSplit, tokenizer, cfg: FinetuneConfig)
         strict=True,
     ):
         batch.pop("labels")
-        logits = model(**batch).logits
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.cpu()
         idx = order[start : start + cfg.eval_batch_size]
         preds[idx] = logits[:, 0].numpy() if split.task.is_regression else logits.argmax(-1).numpy()
     return compute_metrics(split.task, preds, split.labels)
+
+
+class _OneProcess:
+    """The few :class:`accelerate.Accelerator` members the harness uses, for a plain single process.
+
+    Without a launcher nothing is wrapped, moved or reduced: the run is the same as without
+    ``accelerate``.
+    """
+
+    num_processes, process_index, is_main_process = 1, 0, True
+    device = torch.device("cpu")
+
+    def prepare(self, *objects):
+        return objects
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def reduce(self, tensor: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        return tensor
+
+    def unwrap_model(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def make_accelerator():
+    """An :class:`accelerate.Accelerator` when started by a launcher with several processes
+    (``WORLD_SIZE`` > 1, e.g. ``accelerate launch``), otherwise a single-process stand-in."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import Accelerator
+
+        # on a machine without CUDA, accelerate runs several processes only when asked for the CPU
+        return Accelerator(cpu=not torch.cuda.is_available())
+    return _OneProcess()
+
+
+def finish(acc) -> None:
+    """Let every process leave together (a rank exiting while gloo still runs can abort the job)."""
+    if acc.num_processes > 1:
+        acc.wait_for_everyone()
+        torch.distributed.destroy_process_group()
+
+
+def _broadcast(obj, acc):
+    """``obj`` of the main process, in every process."""
+    if acc.num_processes == 1:
+        return obj
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([obj], from_process=0)[0]
+
+
+def _build(cfg: FinetuneConfig, method: str, seed: int, subset: GlueSplit, tokenizer, rng):
+    """Model with adapters, optimizer groups and the compression time (Deep LoRA) of one run.
+
+    Every process builds the same model: the head is seeded and the Deep LoRA compression runs on
+    the same first (global) batch.
+    """
+    model = _load_model(cfg, subset.task, seed)
+    if method == "lora":
+        model, groups = _build_lora(model, cfg)
+        return model, groups, None
+    dcfg = DeepLoRAConfig(
+        rank=cfg.rank, depth=cfg.depth, init_scale=cfg.init_scale, gamma=cfg.gamma,
+        target_modules=cfg.target_modules, modules_to_save=cfg.head_modules, seed=seed,
+    )
+    prepare_model(model, dcfg)
+    model.train()
+    first = next(_batches(subset, tokenizer, cfg.batch_size, cfg.max_length, rng.permutation(len(subset))))
+    report = compress_deep_lora(model, lambda m: _loss(m, first), config=dcfg)
+    groups = param_groups(model, cfg.deeplora_lr, head_lr=cfg.head_lr)  # γ from dcfg
+    return model, groups, report.seconds
+
+
+def _train(model, optimizer, subset: GlueSplit, tokenizer, cfg: FinetuneConfig, rng, acc,
+           on_step: Callable[[int, float], None] | None, method: str) -> tuple[list[float], bool]:
+    """Train until convergence or ``cfg.max_steps``; the losses are global batch means."""
+    model.train()
+    losses: list[float] = []
+    while len(losses) < cfg.max_steps:
+        for batch, share in _shards(subset, tokenizer, cfg, rng.permutation(len(subset)), acc):
+            batch = {k: v.to(acc.device) for k, v in batch.items()}
+            loss = _loss(model, batch)
+            mean = float(acc.reduce(loss.detach() * share, reduction="sum"))  # the global batch's
+            if not np.isfinite(mean):  # every process sees the same mean and stops together
+                raise FloatingPointError(
+                    f"{method}: non-finite training loss at step {len(losses)}; lower the learning rate"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            acc.backward(loss if acc.num_processes == 1 else loss * (share * acc.num_processes))
+            optimizer.step()
+            losses.append(mean)
+            if on_step is not None:
+                on_step(len(losses), mean)
+            if _converged(losses, cfg):
+                return losses, True
+            if len(losses) >= cfg.max_steps:
+                break
+    return losses, False
+
+
+def _ranks(model: nn.Module, method: str) -> list[int]:
+    if method == "lora":
+        return _lora_ranks(model)
+    from .inject import adapter_layers
+
+    return [layer.numerical_rank() for _, layer in adapter_layers(model)]
 
 
 def run_one(
@@ -242,73 +374,42 @@ def run_one(
     dev: GlueSplit,
     tokenizer,
     on_step: Callable[[int, float], None] | None = None,
+    accelerator=None,
 ) -> dict[str, Any]:
-    """Fine-tune once and return the result record (see :func:`run_finetune`)."""
+    """Fine-tune once and return the result record (see :func:`run_finetune`).
+
+    With an ``accelerator`` of several processes, each process trains on its shard of every batch
+    (the global batch stays ``cfg.batch_size``); the main process evaluates and every process
+    returns its record.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    task = train.task
+    acc = accelerator if accelerator is not None else _OneProcess()
     indices = sample_indices(len(train), n, seed)
     subset = train.subset(indices)
-    model = _load_model(cfg, task, seed)
     rng = np.random.default_rng(seed + 1)
     t0 = time.perf_counter()
-    compress_s = None
-    if method == "lora":
-        model, groups = _build_lora(model, cfg)
-    else:
-        dcfg = DeepLoRAConfig(
-            rank=cfg.rank, depth=cfg.depth, init_scale=cfg.init_scale, gamma=cfg.gamma,
-            target_modules=cfg.target_modules, modules_to_save=cfg.head_modules, seed=seed,
-        )
-        prepare_model(model, dcfg)
-        model.train()
-        first = next(_batches(subset, tokenizer, cfg.batch_size, cfg.max_length, rng.permutation(n)))
-        report = compress_deep_lora(model, lambda m: _loss(m, first), config=dcfg)
-        compress_s = report.seconds
-        groups = param_groups(model, cfg.deeplora_lr, head_lr=cfg.head_lr)  # γ from dcfg
+    model, groups, compress_s = _build(cfg, method, seed, subset, tokenizer, rng)
     for g in groups:
         g.setdefault("weight_decay", cfg.weight_decay)
-    optimizer = torch.optim.AdamW(groups)
-    model.train()
-    losses: list[float] = []
-    converged = False
-    step = 0
-    while step < cfg.max_steps and not converged:
-        for batch in _batches(subset, tokenizer, cfg.batch_size, cfg.max_length, rng.permutation(n)):
-            loss = _loss(model, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{method}: non-finite training loss at step {step}; lower the learning rate"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            if on_step is not None:
-                on_step(step, losses[-1])
-            if _converged(losses, cfg):
-                converged = True
-            if converged or step >= cfg.max_steps:
-                break
+    model, optimizer = acc.prepare(model, torch.optim.AdamW(groups))
+    losses, converged = _train(model, optimizer, subset, tokenizer, cfg, rng, acc, on_step, method)
     train_s = time.perf_counter() - t0
-    eval_split = dev if cfg.max_eval is None else dev.subset(range(min(cfg.max_eval, len(dev))))
-    metrics = evaluate(model, eval_split, tokenizer, cfg)
-    if method == "lora":
-        ranks = _lora_ranks(model)
-    else:
-        from .inject import adapter_layers
-
-        ranks = [layer.numerical_rank() for _, layer in adapter_layers(model)]
+    result = None
+    if acc.is_main_process:
+        model = acc.unwrap_model(model)
+        eval_split = dev if cfg.max_eval is None else dev.subset(range(min(cfg.max_eval, len(dev))))
+        result = evaluate(model, eval_split, tokenizer, cfg), _ranks(model, method)
+    metrics, ranks = _broadcast(result, acc)
     window = losses[-cfg.window :]
     return {
-        "task": task.name,
+        "task": train.task.name,
         "method": method,
         "n": n,
         "seed": seed,
         "metrics": metrics,
-        "main": metrics[task.main_metric],
-        "steps": step,
+        "main": metrics[train.task.main_metric],
+        "steps": len(losses),
         "converged": converged,
         "final_train_loss": float(np.mean(window)) if window else None,
         "first_train_loss": losses[0] if losses else None,
@@ -371,17 +472,24 @@ def _key(record: dict[str, Any]) -> tuple:
     return (record["task"], record["method"], int(record["n"]), int(record["seed"]))
 
 
-def run_finetune(cfg: FinetuneConfig, *, log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
+def run_finetune(
+    cfg: FinetuneConfig, *, log: Callable[[str], None] | None = print, accelerator=None
+) -> list[dict[str, Any]]:
     """Run every (n, seed, method) of ``cfg`` not already in ``cfg.output``; return all records.
 
     Each record holds ``task, method, n, seed, metrics, main`` (the task's main metric), ``steps``,
     ``converged``, ``first_train_loss``, ``final_train_loss``, ``train_seconds``,
     ``compress_seconds`` (Deep LoRA), ``ranks`` (numerical rank of every ΔW, Fig. 7 definition) and
     a digest of the training indices (equal across methods for the same n and seed).
+
+    Under ``accelerate launch`` with several processes (``accelerator`` defaults to
+    :func:`make_accelerator`), every run is trained data-parallel and the main process alone
+    evaluates, logs and appends to ``cfg.output``; every process returns the same records.  The
+    caller ends with :func:`finish` so that the processes leave together.
     """
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
+    acc = accelerator if accelerator is not None else make_accelerator()
     task = get_task(cfg.task)
     train = load_split(cfg.data_root, task, "train")
     dev = load_split(cfg.data_root, task, "dev")
@@ -390,38 +498,53 @@ def run_finetune(cfg: FinetuneConfig, *, log: Callable[[str], None] | None = pri
             raise ValueError(f"n = {n} is larger than the {task.name} training split ({len(train)} examples)")
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     out = Path(cfg.output) if cfg.output else None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    records = read_results(out) if out is not None else []
+    records = None
+    if acc.is_main_process:  # read (and repair) the results file once, in one process
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        records = read_results(out) if out is not None else []
+    records = _broadcast(records, acc)
     done = {_key(r) for r in records}
     todo = [
         (n, seed, method)
         for n in cfg.n_train for seed in cfg.seeds for method in cfg.methods
         if (task.name, method, n, seed) not in done
     ]
+    log = log if acc.is_main_process else None
     if log and done:
         log(f"resuming: {len(done)} runs already in {out}, {len(todo)} to go")
-    bar = tqdm(todo, desc=f"{task.name} runs", disable=not cfg.progress)
+    for record in _runs(cfg, todo, train, dev, tokenizer, acc):
+        records.append(record)
+        if out is not None and acc.is_main_process:
+            _append_record(out, record)
+        if log:
+            log(f"{record['method']:8s} n={record['n']:<5d} seed={record['seed']:<3d} "
+                f"{task.main_metric}={record['main']:.4f} "
+                f"steps={record['steps']} loss={record['final_train_loss']:.4g}")
+    return [r for r in records if r["task"] == task.name]
+
+
+def _runs(cfg: FinetuneConfig, todo, train, dev, tokenizer, acc) -> Iterator[dict[str, Any]]:
+    """The records of the runs ``todo`` (with progress bars in the main process)."""
+    from tqdm.auto import tqdm
+
+    show = cfg.progress and acc.is_main_process
+    bar = tqdm(todo, desc=f"{train.task.name} runs", disable=not show)
     for n, seed, method in bar:
         bar.set_postfix(n=n, seed=seed, method=method)
         step_bar = tqdm(total=cfg.max_steps, desc=f"{method} n={n} seed={seed}", leave=False,
-                        disable=not cfg.progress)
+                        disable=not show)
 
         def on_step(step: int, loss: float, _bar=step_bar) -> None:
             _bar.update(1)
             _bar.set_postfix(loss=f"{loss:.4f}")
 
-        record = run_one(cfg, method, n, seed, train=train, dev=dev, tokenizer=tokenizer, on_step=on_step)
+        record = run_one(cfg, method, n, seed, train=train, dev=dev, tokenizer=tokenizer,
+                         on_step=on_step, accelerator=acc)
         step_bar.close()
         skip = ("output", "progress")
         record["config"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
-        records.append(record)
-        if out is not None:
-            _append_record(out, record)
-        if log:
-            log(f"{method:8s} n={n:<5d} seed={seed:<3d} {task.main_metric}={record['main']:.4f} "
-                f"steps={record['steps']} loss={record['final_train_loss']:.4g}")
-    return [r for r in records if r["task"] == task.name]
+        yield record
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[int, dict[str, tuple[float, float, int]]]:
