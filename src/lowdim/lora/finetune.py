@@ -307,13 +307,13 @@ def _broadcast(obj, acc):
     return broadcast_object_list([obj], from_process=0)[0]
 
 
-def _build(cfg: FinetuneConfig, method: str, seed: int, subset: GlueSplit, tokenizer, rng):
-    """Model with adapters, optimizer groups and the compression time (Deep LoRA) of one run.
+def _build(model: nn.Module, cfg: FinetuneConfig, method: str, seed: int, subset: GlueSplit,
+           tokenizer, rng):
+    """``model`` with adapters, optimizer groups and the compression time (Deep LoRA) of one run.
 
     Every process builds the same model: the head is seeded and the Deep LoRA compression runs on
     the same first (global) batch.
     """
-    model = _load_model(cfg, subset.task, seed)
     if method == "lora":
         model, groups = _build_lora(model, cfg)
         return model, groups, None
@@ -388,8 +388,9 @@ def run_one(
     indices = sample_indices(len(train), n, seed)
     subset = train.subset(indices)
     rng = np.random.default_rng(seed + 1)
-    t0 = time.perf_counter()
-    model, groups, compress_s = _build(cfg, method, seed, subset, tokenizer, rng)
+    model = _load_model(cfg, subset.task, seed)
+    t0 = time.perf_counter()  # training time: adapters, compression and steps, not the loading
+    model, groups, compress_s = _build(model, cfg, method, seed, subset, tokenizer, rng)
     for g in groups:
         g.setdefault("weight_decay", cfg.weight_decay)
     model, optimizer = acc.prepare(model, torch.optim.AdamW(groups))
