@@ -57,6 +57,17 @@ def _gradient(init: FullWidthInit, problem: MeasurementOperator | LinearMap) -> 
     return problem.gradient_at(init) if isinstance(problem, MeasurementOperator) else problem
 
 
+def _chain_transpose_times(init: FullWidthInit, gradient: LinearMap, start: int) -> LinearMap:
+    """``W_{L:start+1}(0)ᵀ E`` (``d_start × n``) through products, scaled by ``1/∏_{l>start} ε_l``."""
+    return LinearMap(
+        (init.dims[start], init.dims[0]),
+        lambda x: init.chain_rmatmul(gradient.matmul(x), start),
+        lambda y: gradient.rmatmul(init.chain_matmul(y, start)),
+        gradient.dtype, gradient.device,
+        lambda: init.chain_rmatmul(gradient.dense(), start),
+    ).scaled(1.0 / math.prod(init.scales[start:]))
+
+
 def compression_basis(
     init: FullWidthInit,
     gradient: LinearMap,
@@ -75,21 +86,8 @@ def compression_basis(
     matrix factorization both blocks lie exactly in the invariant subspace of Theorem 2.1. Both
     operators are applied through products only, scaled by ``1/∏ε`` so they have unit scale.
     """
-    inner = math.prod(init.scales[1:])
-    g1 = LinearMap(  # G_1 = W_{L:2}ᵀ E, d_1 × n
-        (init.dims[1], init.dims[0]),
-        lambda x: init.chain_rmatmul(gradient.matmul(x), start=1),
-        lambda y: gradient.rmatmul(init.chain_matmul(y, start=1)),
-        gradient.dtype, gradient.device,
-        lambda: init.chain_rmatmul(gradient.dense(), start=1),
-    ).scaled(1.0 / inner)
-    second = LinearMap(  # W_1ᵀ G_1 = W_{L:1}ᵀ E, n × n
-        (init.dims[0], init.dims[0]),
-        lambda x: init.chain_rmatmul(gradient.matmul(x)),
-        lambda y: gradient.rmatmul(init.chain_matmul(y)),
-        gradient.dtype, gradient.device,
-        lambda: init.chain_rmatmul(gradient.dense()),
-    ).scaled(1.0 / (inner * init.scales[0]))
+    g1 = _chain_transpose_times(init, gradient, start=1)  # G_1 = W_{L:2}ᵀ E, d_1 × n
+    second = _chain_transpose_times(init, gradient, start=0)  # W_1ᵀ G_1 = W_{L:1}ᵀ E, n × n
     _, _, right = top_singular(g1, rank, method=svd, generator=generator)
     left, _, _ = top_singular(second, rank, method=svd, generator=generator)
     return orthonormal_columns(torch.cat([right, left], dim=1), generator)
@@ -162,10 +160,7 @@ def invariant_subspace_compression(
     rank = _check_rank(rank, init.dims, 2, "invariant-subspace compression")
     gamma = check_nonnegative("gamma", gamma)
     gradient = _gradient(init, problem)
-    dtype = compute_dtype(gradient.dtype)
-    gradient = LinearMap(
-        gradient.shape, gradient.matmul, gradient.rmatmul, dtype, gradient.device, gradient.dense
-    )
+    gradient = gradient.astype(compute_dtype(gradient.dtype))
     v11 = compression_basis(init, gradient, rank, svd=svd, generator=_as_generator(random_state))
     v, cores = v11, []
     for layer in range(init.depth):
@@ -194,10 +189,8 @@ def invariant_bases(
     q, _ = torch.linalg.qr(v11, mode="complete")
     v = torch.cat([v11, q[:, 2 * rank :]], dim=1)
     us, vs = [], []
-    for w in model.factors:
-        w0 = w.detach()
-        eps = float(torch.linalg.matrix_norm(w0, ord=2))
-        u = w0 @ v / eps
+    for w, eps in zip(model.factors, init.scales):
+        u = w.detach() @ v / eps
         us.append(u)
         vs.append(v)
         v = u

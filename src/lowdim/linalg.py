@@ -16,7 +16,7 @@ Deep LoRA layers call them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse.linalg
@@ -109,15 +109,20 @@ class LinearMap:
     device: torch.device | str = "cpu"
     #: Optional cheaper way to form ``A`` than ``cols`` products (e.g. ``δᵀX`` in one matmul).
     materialize: Callable[[], torch.Tensor] | None = None
+    _dense: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def dense(self) -> torch.Tensor:
         """Materialize ``A`` (small operators only); computed once and kept."""
-        if getattr(self, "_dense", None) is None:
+        if self._dense is None:
             if self.materialize is not None:
                 self._dense = self.materialize().to(self.device, self.dtype)
             else:
                 self._dense = self.matmul(torch.eye(self.shape[1], dtype=self.dtype, device=self.device))
         return self._dense
+
+    def astype(self, dtype: torch.dtype) -> LinearMap:
+        """The same map computing in ``dtype`` (shares this one's materialized matrix)."""
+        return LinearMap(self.shape, self.matmul, self.rmatmul, dtype, self.device, self.dense)
 
     def scaled(self, factor: float) -> LinearMap:
         """``factor · A`` (singular vectors unchanged; keeps ε-small operators near unit scale)."""
