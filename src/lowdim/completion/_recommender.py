@@ -100,12 +100,9 @@ class RecommenderMixin:
         return _long_table("user", users, "item", self._labels(1), idx, self._clip(top), "score")
 
     def _top_items(self, pos, ok, n, exclude_seen):
-        rows = np.where(ok, pos, 0)
-        low = np.where(ok[:, None], self.left_[rows] @ self.right_, 0.0)
-        scores = self.bias_mean_ + np.where(ok, self.row_bias_[rows], 0.0)[:, None] + self.col_bias_
-        scores = scores + self.scale_ * low
+        scores = self._row_scores(pos, ok)
         if exclude_seen:
-            seen = self.seen_[rows[ok]].tocoo()
+            seen = self.seen_[pos[ok]].tocoo()
             scores[np.flatnonzero(ok)[seen.row], seen.col] = -np.inf
         return _top_n(scores, n)
 

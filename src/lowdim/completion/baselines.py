@@ -31,8 +31,7 @@ import torch
 from .._validation import check_int, check_nonnegative
 from ..compression import narrow_factorization
 from ..defaults import INIT_SCALE
-from ..gradients import observed_gradient
-from ..linalg import top_singular
+from ..operators import EntryObservation
 from .estimator import CompletionEstimator, DeepMatrixCompletion
 
 __all__ = ["AltMin", "SoftImpute", "BurerMonteiro"]
@@ -104,10 +103,8 @@ class AltMin(CompletionEstimator):
         _check_rank(self.rank, obs.shape)
         check_nonnegative("reg", self.reg)
         m, n = obs.shape
-        p = v.size / (m * n)
         k = int(self.rank)
-        surrogate = observed_gradient(torch.as_tensor(r), torch.as_tensor(c), torch.as_tensor(v / p), (m, n))
-        u = top_singular(surrogate, k)[0].numpy()  # spectral initialization (Jain et al. 2013)
+        u = EntryObservation(r, c, v, (m, n)).top_singular(k)[0].numpy()  # spectral init of Ω⊙Y/p
         # Clip rows of large norm (incoherence step of Jain et al.) and re-orthonormalize.
         norms = np.linalg.norm(u, axis=1)
         cap = 2 * math.sqrt(k / m)
@@ -195,9 +192,8 @@ class SoftImpute(CompletionEstimator):
         m, n = obs.shape
         k = int(self.max_rank)
         rng = np.random.default_rng(0)
-        smax = float(top_singular(
-            observed_gradient(torch.as_tensor(r), torch.as_tensor(c), torch.as_tensor(v), (m, n)), 1
-        )[1][0])
+        p = v.size / (m * n)
+        smax = p * float(EntryObservation(r, c, v, (m, n)).top_singular(1)[1][0])  # σ_max(P_Ω(Y))
         lam = float(self.shrinkage) * float(smax)
         u = np.zeros((m, 0))
         s = np.zeros(0)

@@ -98,9 +98,8 @@ from ..compression import (
 )
 from ..defaults import COMPLETION_PRESETS, DEPTH, RATING_LEVELS, default_gamma
 from ..factorization import DeepFactorization
-from ..gradients import observed_gradient
 from ..initialization import ImplicitOrthogonalInit
-from ..linalg import top_singular
+from ..operators import EntryObservation
 from ..training import History, TrainState, train
 from ._data import Observations, _frame_triples, parse_observations, parse_query
 from ._recommender import RecommenderMixin
@@ -125,13 +124,6 @@ DEFAULTS = {
 #: measured best γ = 0.15 at L = 3 and σ_max = 1 through γ' = γ·s^{2/L} (module docstring).
 _FULL_WIDTH_LIMIT = 60_000_000  # L·d² numbers: beyond this "full" refuses (use "compressed")
 _CKPT_NAME = "checkpoint.safetensors"
-
-
-def _top_sigma(rows, cols, values, shape) -> float:
-    """Largest singular value of the sparse matrix with ``values`` at ``(rows, cols)``."""
-    values = torch.as_tensor(np.asarray(values, dtype=np.float64))
-    return float(top_singular(observed_gradient(torch.as_tensor(rows), torch.as_tensor(cols), values,
-                                                shape), 1)[1][0])
 
 
 def fit_biases(rows, cols, values, shape, kind: str, reg: float, sweeps: int = 10):
@@ -204,7 +196,7 @@ class CompletionEstimator(RecommenderMixin, RegressorMixin, BaseEstimator):
         )
         resid = v - self._bias_at(r, c)
         p = v.size / (obs.shape[0] * obs.shape[1])
-        sigma = _top_sigma(r, c, resid, obs.shape) / p
+        sigma = float(EntryObservation(r, c, resid, obs.shape).top_singular(1)[1][0])  # σ_max(Ω⊙Y/p)
         self.degenerate_ = not sigma > 1e-12 * max(1.0, float(np.abs(v).max()))
         if self.degenerate_:
             warnings.warn(
@@ -273,7 +265,7 @@ class CompletionEstimator(RecommenderMixin, RegressorMixin, BaseEstimator):
             rr, cc = r[both], c[both]
             out[both] = self._bias_at(rr, cc) + self.scale_ * self._predict_normalized(rr, cc)
         if (~both).any():
-            base = self.bias_mean_ if self.settings_["bias"] != "none" else self.global_mean_
+            base = self._fallback_mean()
             rb = np.where(rok, self.row_bias_[np.clip(r, 0, None)], 0.0)
             cb = np.where(cok, self.col_bias_[np.clip(c, 0, None)], 0.0)
             out[~both] = (base + rb + cb)[~both]
@@ -327,9 +319,22 @@ class CompletionEstimator(RecommenderMixin, RegressorMixin, BaseEstimator):
                 f"{max_entries:,}, {8 * m * n / 2**30:.1f} GiB as float64); use predict(rows, cols) "
                 "for the entries you need, or raise max_entries"
             )
-        dense = self.scale_ * (self.left_ @ self.right_)
-        dense += self.bias_mean_ + self.row_bias_[:, None] + self.col_bias_[None, :]
-        return self._clip(dense)
+        return self._clip(self._row_scores(np.arange(m), np.ones(m, dtype=bool)))
+
+    def _fallback_mean(self) -> float:
+        """The mean that a row or column not seen in fit falls back to."""
+        return self.bias_mean_ if self.settings_["bias"] != "none" else self.global_mean_
+
+    def _row_scores(self, rows: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """Unclipped predictions for every column of the rows at ``rows`` (``len(rows) × n``).
+
+        Rows with ``known`` False were not seen in fit: the fallback mean plus the column bias, as
+        in :meth:`predict`.
+        """
+        safe = np.where(known, rows, 0)
+        low = np.where(known[:, None], self.left_[safe] @ self.right_, 0.0)
+        base = np.where(known, self.bias_mean_ + self.row_bias_[safe], self._fallback_mean())
+        return base[:, None] + self.col_bias_ + self.scale_ * low
 
     def _predict_normalized(self, rows, cols) -> np.ndarray:
         """``(left_ right_)_{ij}`` at the given positions (both gathered as ``N × k`` rows)."""
