@@ -34,6 +34,7 @@ from .compression import compress_deep_lora
 from .config import BERT_TARGETS, DeepLoRAConfig
 from .glue import GlueSplit, TaskSpec, compute_metrics, get_task, load_split
 from .inject import param_groups, prepare_model
+from .io import numerical_ranks
 from .layers import singular_values
 
 __all__ = [
@@ -344,7 +345,7 @@ def _train(model, optimizer, subset: GlueSplit, tokenizer, cfg: FinetuneConfig, 
                     f"{method}: non-finite training loss at step {len(losses)}; lower the learning rate"
                 )
             optimizer.zero_grad(set_to_none=True)
-            acc.backward(loss if acc.num_processes == 1 else loss * (share * acc.num_processes))
+            acc.backward(loss * (share * acc.num_processes))  # share = 1 in one process
             optimizer.step()
             losses.append(mean)
             if on_step is not None:
@@ -359,9 +360,7 @@ def _train(model, optimizer, subset: GlueSplit, tokenizer, cfg: FinetuneConfig, 
 def _ranks(model: nn.Module, method: str) -> list[int]:
     if method == "lora":
         return _lora_ranks(model)
-    from .inject import adapter_layers
-
-    return [layer.numerical_rank() for _, layer in adapter_layers(model)]
+    return list(numerical_ranks(model).values())
 
 
 def run_one(

@@ -39,8 +39,8 @@ from torch import nn
 
 from ..defaults import DEPTH, INIT_SCALE, LORA_ALPHA, LORA_GAMMA, LORA_RANK
 from ..dynamics import rank_from_singular_values
-from ..factorization import DeepFactorization
-from ..linalg import factored_svd, qr_positive
+from ..factorization import DeepFactorization, init_factor
+from ..linalg import factored_svd
 from .config import AdapterConfig, DeepLoRAConfig, LoRAConfig
 
 __all__ = [
@@ -326,8 +326,9 @@ class DeepLoRALinear(AdapterLayer):
         super().__init__(base, dropout)
         self.rank = rank
         self.depth, self.init_scale, self.gamma = checked
-        u = qr_positive(torch.randn(self.out_features, rank, dtype=torch.float64))[0]
-        v = qr_positive(torch.randn(self.in_features, rank, dtype=torch.float64))[0]
+        gen = torch.default_generator  # the global seed, as torch.nn layers use
+        u = init_factor(self.out_features, rank, 1.0, "orthogonal", generator=gen)
+        v = init_factor(self.in_features, rank, 1.0, "orthogonal", generator=gen)
         cores = [self.init_scale * torch.eye(rank, dtype=torch.float64) for _ in range(self.depth)]
         self.lora_factors = DeepFactorization.from_factors(
             [v.T, *cores, u], lr_multipliers=[self.gamma] + [1.0] * self.depth + [self.gamma]

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from .._validation import check_int, fail
+from ..defaults import INIT_SCALE
 from ..dynamics import subspace_distance, top_singular_subspace
 from .models import deep_network
 
@@ -43,7 +44,7 @@ def nonlinear_gradient_spectrum(
     depth: int = 3,
     *,
     layer: int = 2,
-    scale: float = 1e-3,
+    scale: float = INIT_SCALE,
     activation: str = "relu",
     random_state: int | None = 0,
 ) -> torch.Tensor:
