@@ -307,7 +307,9 @@ def load_adapter_weights(model: nn.Module, path: str | Path) -> AdapterConfig:
     return config
 
 
-def load_adapter(model: nn.Module, path: str | Path, *, freeze: bool = True) -> AdapterConfig:
+def load_adapter(
+    model: nn.Module, path: str | Path, *, freeze: bool = True, saved: tuple | None = None
+) -> AdapterConfig:
     """Inject the adapters saved in ``path`` into ``model`` (a fresh base model) and load them.
 
     All-or-nothing: every check runs before the model is touched, so on an error the model is left
@@ -321,6 +323,8 @@ def load_adapter(model: nn.Module, path: str | Path, *, freeze: bool = True) -> 
         Folder written by :func:`save_adapter`.
     freeze : bool, default=True
         Freeze everything but the adapter and ``modules_to_save`` parameters afterwards.
+    saved : tuple, optional
+        ``read_adapter(path)`` when the caller has already read the folder (it is not read again).
 
     Returns
     -------
@@ -336,7 +340,7 @@ def load_adapter(model: nn.Module, path: str | Path, *, freeze: bool = True) -> 
         (layer names or shapes, missing, extra or misshapen tensors, unmatched ``modules_to_save``).
     """
     weights_file = Path(path) / WEIGHTS_NAME
-    meta, config, tensors = read_adapter(path)
+    meta, config, tensors = saved if saved is not None else read_adapter(path)
     staged = _stage_layers(model, config, meta["layers"], Path(path) / CONFIG_NAME)
     try:
         targets = _targets_of(model, config, staged)

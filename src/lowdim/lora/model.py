@@ -141,8 +141,9 @@ class DeepLoRAModel(nn.Module):
         Loading is all-or-nothing (:func:`lowdim.lora.io.load_adapter`). With
         ``is_trainable=False`` (PEFT's default) every parameter is frozen, for inference.
         """
-        heads = _snapshot(model, read_adapter(path)[1].modules_to_save)
-        config = load_adapter(model, path, freeze=True)
+        saved = read_adapter(path)
+        heads = _snapshot(model, saved[1].modules_to_save)
+        config = load_adapter(model, path, freeze=True, saved=saved)
         if not is_trainable:
             model.requires_grad_(False)
         return _wrapper_class(type(model))(model, config, heads, adapter_name)
@@ -208,8 +209,9 @@ class DeepLoRAModel(nn.Module):
         """Load a saved adapter as ``adapter_name`` (inactive; all-or-nothing, as :meth:`from_pretrained`)."""
 
         def build() -> AdapterConfig:
-            fresh = _snapshot(self.base_model, read_adapter(path)[1].modules_to_save)
-            config = load_adapter(self.base_model, path)
+            saved = read_adapter(path)
+            fresh = _snapshot(self.base_model, saved[1].modules_to_save)
+            config = load_adapter(self.base_model, path, saved=saved)
             self._original_heads = {**fresh, **self._original_heads}
             return config
 
