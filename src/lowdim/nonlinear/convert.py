@@ -104,24 +104,26 @@ def _targets_matrix(targets: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def correlation_factors(
-    inputs: torch.Tensor, targets: torch.Tensor, rank: int, depth: int, scale: float, alpha: float
-) -> DeepFactorization | None:
-    """C-DLN from ``Y Xᵀ`` (seed 000 Sec. 2.3), or None when ``Y Xᵀ`` has numerical rank < r̂."""
+    inputs: torch.Tensor, targets: torch.Tensor, rank: int, depth: int, scale: float
+) -> list[torch.Tensor] | None:
+    """C-DLN factors from ``Y Xᵀ`` (seed 000 Sec. 2.3), or None when ``Y Xᵀ`` has numerical rank < r̂.
+
+    (The layer's own multipliers carry α.)
+    """
     op = Regression(inputs.double().T, targets.T)  # surrogate Y Xᵀ, d_y × d_x
     _, s, _ = op.top_singular(min(rank + 1, *op.shape))
     if rank_from_singular_values(s, op.shape, torch.float64) < rank:
         return None
-    return spectral_compression(op, rank, depth, scale=scale, alpha=alpha)
+    return [w.detach() for w in spectral_compression(op, rank, depth, scale=scale).factors]
 
 
 def gradient_factors(
-    init: FullWidthInit, gradient: LinearMap, rank: int, alpha: float, svd: str, seed: int
-) -> DeepFactorization:
+    init: FullWidthInit, gradient: LinearMap, rank: int, svd: str, seed: int
+) -> list[torch.Tensor]:
     """The engine's compression (width ``r̂ = 2r``), bases folded into the outer cores."""
     engine = invariant_subspace_compression(init, gradient, rank // 2, svd=svd, random_state=seed)
     f = [w.detach() for w in engine.factors]  # [V11ᵀ, W̃_1, …, W̃_L, U_L1]
-    chain = [f[1] @ f[0], *f[2:-2], f[-1] @ f[-2]]
-    return DeepFactorization.from_factors(chain, lr_multipliers=[alpha] + [1.0] * (len(chain) - 2) + [alpha])
+    return [f[1] @ f[0], *f[2:-2], f[-1] @ f[-2]]
 
 
 def compress_network(
@@ -205,7 +207,7 @@ def compress_network(
         r = check_layer_rank(r, linear.in_features, linear.out_features)
         factors, source = None, "gradient"
         if init_from != "gradient" and linear.out_features == y.shape[1]:
-            factors, source = correlation_factors(inputs[name], y, r, depth, scale, alpha), "correlation"
+            factors, source = correlation_factors(inputs[name], y, r, depth, scale), "correlation"
             if factors is None:
                 msg = (f"layer {name!r}: the calibration batch leaves Y Xᵀ with numerical rank < "
                        f"r̂ = {r} (too few samples or classes in the batch)")
@@ -217,10 +219,10 @@ def compress_network(
             if r % 2:
                 raise ValueError(f"rank must be even for layer {name!r}, got {r}: the gradient-at-"
                                  "initialization compression has width 2r (seed 003 Theorem 2.1)")
-            factors = gradient_factors(init_of[name], gradients[name], r, alpha, svd, random_state)
+            factors = gradient_factors(init_of[name], gradients[name], r, svd, random_state)
         layer = DeepLinear.from_linear(linear, mode="compressed", depth=depth, rank=r, scale=scale,
                                        alpha=alpha)
-        layer.set_factors([f.to(linear.weight.dtype) for f in factors.factors])
+        layer.set_factors([f.to(linear.weight.dtype) for f in factors])
         _replace(model, name, layer)
         report.layers[name] = source
     report.seconds = time.perf_counter() - start
