@@ -120,8 +120,6 @@ DEFAULTS = {
     "full": (0.5, 1.0),
     "narrow": (0.5, 1.0),
 }
-#: γ of seed 003 Fig. 5 (L = 3), and the target scale it is taken to refer to: inferred from lowdim's
-#: measured best γ = 0.15 at L = 3 and σ_max = 1 through γ' = γ·s^{2/L} (module docstring).
 _FULL_WIDTH_LIMIT = 60_000_000  # L·d² numbers: beyond this "full" refuses (use "compressed")
 _CKPT_NAME = "checkpoint.safetensors"
 
@@ -591,7 +589,7 @@ class DeepMatrixCompletion(CompletionEstimator):
 
     def _lr_ratio(self) -> tuple[float, float]:
         """``(learning rate, outer ratio)``: the parameters, or the method's defaults."""
-        lr0, ratio0 = DEFAULTS.get(self.settings_["method"], (0.5, 1.0))
+        lr0, ratio0 = DEFAULTS[self.settings_["method"]]  # the method was checked in fit
         if ratio0 is None:
             ratio0 = default_gamma(self.depth)
         lr = lr0 if self.settings_["learning_rate"] is None else self.settings_["learning_rate"]
