@@ -28,7 +28,9 @@ from torch import nn
 
 from .linalg import LinearMap
 
-__all__ = ["capture_layer_gradients", "dense_gradient", "layer_gradient", "observed_gradient"]
+__all__ = [
+    "calibration_pass", "capture_layer_gradients", "dense_gradient", "layer_gradient", "observed_gradient",
+]
 
 
 def dense_gradient(matrix: torch.Tensor) -> LinearMap:
@@ -140,3 +142,45 @@ def capture_layer_gradients(
     finally:
         for h in handles:
             h.remove()
+
+
+def calibration_pass(
+    model: nn.Module,
+    modules: Mapping[str, nn.Module],
+    on_gradient: Callable[[str, LinearMap], None],
+    run_loss: Callable[[], torch.Tensor],
+    *,
+    output_offset: Callable[[str, torch.Tensor], torch.Tensor | None] | None = None,
+) -> float:
+    """One forward/backward pass of ``run_loss()`` under :func:`capture_layer_gradients`.
+
+    The gradients the pass leaves on ``model``'s parameters are cleared, and every module in
+    ``modules`` must have received its batch gradient. Returns the loss.
+
+    Raises
+    ------
+    ValueError
+        If the loss is not a scalar tensor, or naming the first module the loss does not use.
+    """
+    received: set[str] = set()
+
+    def record(name: str, gradient: LinearMap) -> None:
+        received.add(name)
+        on_gradient(name, gradient)
+
+    try:
+        with capture_layer_gradients(modules, record, output_offset=output_offset):
+            loss = run_loss()
+            if not torch.is_tensor(loss) or loss.numel() != 1:
+                raise ValueError("the calibration loss must be a scalar tensor")
+            loss.backward()
+    finally:
+        for p in model.parameters():
+            p.grad = None
+    missing = [name for name in modules if name not in received]
+    if missing:
+        raise ValueError(
+            f"layer {missing[0]!r} received no gradient in the calibration pass; is it used by the "
+            f"loss? ({len(missing)} layer(s) without gradient)"
+        )
+    return float(loss.detach())

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..compression import invariant_subspace_compression
 from ..factorization import DeepFactorization
-from ..gradients import capture_layer_gradients
+from ..gradients import calibration_pass
 from ..initialization import FullWidthInit, ImplicitOrthogonalInit, as_init
 from ..linalg import LinearMap, compute_dtype
 from .layers import DeepLoRALinear
@@ -170,26 +170,15 @@ def compress_deep_lora(
     try:
         for layer in layers.values():
             layer.adapter_enabled = False  # the narrow placeholder adapter is not part of Θ(0)
-        with capture_layer_gradients(
-            layers, on_gradient, output_offset=initial_delta if include_initial_delta else None
-        ):
-            loss = loss_fn(model)
-            if not torch.is_tensor(loss) or loss.numel() != 1:
-                raise ValueError("loss_fn must return a scalar tensor")
-            loss.backward()
+        loss = calibration_pass(
+            model, layers, on_gradient, lambda: loss_fn(model),
+            output_offset=initial_delta if include_initial_delta else None,
+        )
     finally:
         for name, layer in layers.items():
             layer.adapter_enabled = enabled[name]
-        for p in model.parameters():
-            p.grad = None
-    missing = [name for name in layers if name not in results]
-    if missing:
-        raise ValueError(
-            f"layer {missing[0]!r} received no gradient in the calibration pass; is it used by the "
-            f"loss? ({len(missing)} layer(s) without gradient)"
-        )
     for name, layer in layers.items():
         layer.set_factors(list(results[name].factors))
     return CompressionReport(
-        seconds=time.perf_counter() - start, loss=float(loss.detach()), layers=list(layers)
+        seconds=time.perf_counter() - start, loss=loss, layers=list(layers)
     )

@@ -32,7 +32,7 @@ from ..compression import invariant_subspace_compression, spectral_compression
 from ..defaults import DEPTH, NETWORK_INIT_SCALE
 from ..dynamics import rank_from_singular_values
 from ..factorization import DeepFactorization
-from ..gradients import capture_layer_gradients
+from ..gradients import calibration_pass
 from ..initialization import FullWidthInit, ImplicitOrthogonalInit, as_init
 from ..linalg import LinearMap
 from ..operators import Regression
@@ -238,26 +238,23 @@ def _calibrate(model, chosen, init_of, batch, loss_fn, targets):
         inputs[name] = x
         return init_of[name].chain_matmul(x.T.double()).T  # W_{L:1}(0) x
 
+    outputs: list[torch.Tensor] = []
+
+    def run_loss() -> torch.Tensor:
+        outputs.append(model(batch))
+        return loss_fn(outputs[0], targets)
+
     saved = {n: m.weight.detach().clone() for n, m in chosen.items()}
     try:
         with torch.no_grad():
             for m in chosen.values():
                 m.weight.zero_()  # the layer's weight is W_{L:1}(0), added by at_init
-        with capture_layer_gradients(chosen, gradients.__setitem__, output_offset=at_init):
-            out = model(batch)
-            loss = loss_fn(out, targets)
-            loss.backward()
+        loss = calibration_pass(model, chosen, gradients.__setitem__, run_loss, output_offset=at_init)
     finally:
         with torch.no_grad():
             for n, m in chosen.items():
                 m.weight.copy_(saved[n])
-        for p in model.parameters():
-            p.grad = None
-    missing = [n for n in chosen if n not in gradients]
-    if missing:
-        raise ValueError(f"layer {missing[0]!r} received no gradient in the calibration pass; is it "
-                         "used by the loss?")
-    return inputs, gradients, float(loss.detach()), out.shape[-1]
+    return inputs, gradients, loss, outputs[0].shape[-1]
 
 
 def param_groups(model: nn.Module, lr: float) -> list[dict]:
