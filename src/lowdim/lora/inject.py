@@ -155,6 +155,24 @@ def adapter_parameter_names(model: nn.Module) -> list[str]:
     ]
 
 
+def saved_modules(model: nn.Module, modules_to_save: Iterable[str] | str) -> list[str]:
+    """Names of the modules ``modules_to_save`` matches (entries as in :func:`match_modules`).
+
+    Raises ``ValueError`` naming an entry that matches no module of ``model``.
+    """
+    entries = [modules_to_save] if isinstance(modules_to_save, str) else list(modules_to_save)
+    names = []
+    for entry in entries:
+        found = match_modules(model, entry if isinstance(modules_to_save, str) else (entry,))
+        if not found:
+            raise ValueError(
+                f"modules_to_save entry {entry!r} matches no module of {type(model).__name__}; "
+                "remove it from the config"
+            )
+        names += found
+    return names
+
+
 def freeze_for_adapters(model: nn.Module, modules_to_save: Iterable[str] | str = ()) -> list[str]:
     """Freeze every parameter except the trained adapter parameters and ``modules_to_save``.
 
@@ -162,10 +180,7 @@ def freeze_for_adapters(model: nn.Module, modules_to_save: Iterable[str] | str =
     keeps its bases frozen). Returns the names of the parameters left trainable. Raises
     ``ValueError`` if a ``modules_to_save`` entry matches nothing.
     """
-    patterns = modules_to_save if isinstance(modules_to_save, str) else tuple(modules_to_save)
-    keep = match_modules(model, patterns) if patterns else []
-    if patterns and not keep:
-        raise ValueError(f"modules_to_save {patterns!r} match no module")
+    keep = saved_modules(model, modules_to_save)
     trained = {
         id(p) for _, layer in adapter_layers(model) for g in layer.param_groups(1.0) for p in g["params"]
     }

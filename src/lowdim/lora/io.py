@@ -36,7 +36,7 @@ from .inject import (
     adapter_layers,
     adapter_parameter_names,
     freeze_for_adapters,
-    match_modules,
+    saved_modules,
     target_names,
 )
 from .layers import AdapterLayer, adapter_class
@@ -86,23 +86,9 @@ def _layers_for(
     return model, layers
 
 
-def _head_names(model: nn.Module, config: AdapterConfig) -> list[str]:
-    """Modules matched by ``config.modules_to_save``; ``ValueError`` if an entry matches nothing."""
-    names = []
-    for entry in config.modules_to_save:
-        found = match_modules(model, (entry,))
-        if not found:
-            raise ValueError(
-                f"modules_to_save entry {entry!r} matches no module of {type(model).__name__}; "
-                "remove it from the config"
-            )
-        names += found
-    return names
-
-
 def adapter_state_dict(model: nn.Module, config: AdapterConfig) -> dict[str, torch.Tensor]:
     """Adapter parameters and ``config.modules_to_save`` parameters of ``model``, by name."""
-    keep = _head_names(model, config)
+    keep = saved_modules(model, config.modules_to_save)
     adapter = set(adapter_parameter_names(model))
     return {
         name: param.detach()
@@ -139,7 +125,7 @@ def check_config(model: nn.Module, config: AdapterConfig) -> dict[str, AdapterLa
             f"config target_modules {config.target_modules!r} do not select the adapted layers "
             f"(selected but not adapted: {extra[:3]}; adapted but not selected: {lacking[:3]})"
         )
-    heads = _head_names(model, config)
+    heads = saved_modules(model, config.modules_to_save)
     adapter = set(adapter_parameter_names(model))
     unsaved = [
         n for n, p in model.named_parameters()
@@ -265,7 +251,7 @@ def _stage_layers(
 def _targets_of(model: nn.Module, config: AdapterConfig, staged: dict[str, AdapterLayer]) -> dict:
     """Every tensor the adapter must hold: staged adapter parameters and ``modules_to_save`` ones."""
     out = {f"{n}.{p}": param for n, layer in staged.items() for p, param in layer.adapter_parameters()}
-    keep = _head_names(model, config)
+    keep = saved_modules(model, config.modules_to_save)
     out.update({n: p for n, p in model.named_parameters() if _under(n, keep)})
     return out
 
@@ -410,7 +396,7 @@ def export_peft(
         tensors[f"base_model.model.{name}.lora_B.weight"] = b.contiguous().cpu()
     if not ranks:
         raise ValueError("every adapter update is numerically zero; nothing to export")
-    keep = _head_names(model, config)
+    keep = saved_modules(model, config.modules_to_save)
     for name, param in model.named_parameters():
         if _under(name, keep):
             tensors[f"base_model.model.{name}"] = param.detach().contiguous().cpu()

@@ -30,8 +30,9 @@ from .inject import (
     freeze_for_adapters,
     match_modules,
     prepare_model,
+    saved_modules,
 )
-from .io import _head_names, check_config, load_adapter, load_adapter_weights, read_adapter, save_adapter
+from .io import check_config, load_adapter, load_adapter_weights, read_adapter, save_adapter
 
 __all__ = ["DeepLoRAModel", "get_deep_lora_model", "with_task_heads"]
 
@@ -195,7 +196,7 @@ class DeepLoRAModel(nn.Module):
     def add_adapter(self, adapter_name: str, config: AdapterConfig) -> None:
         """Add a new adapter (``config``, task heads added as in :func:`get_deep_lora_model`), inactive."""
         config = with_task_heads(self.base_model, config)
-        _head_names(self.base_model, config)
+        saved_modules(self.base_model, config.modules_to_save)
 
         def build() -> AdapterConfig:
             fresh = _snapshot(self.base_model, config.modules_to_save)
@@ -354,7 +355,7 @@ def get_deep_lora_model(model: nn.Module, config: AdapterConfig, *, task_heads: 
         raise ValueError("model is already a DeepLoRAModel; pass the base model")
     if task_heads:
         config = with_task_heads(model, config)
-    _head_names(model, config)  # unmatched modules_to_save: refused before the model changes
+    saved_modules(model, config.modules_to_save)  # unmatched entries: refused before any change
     heads = _snapshot(model, config.modules_to_save)
     prepare_model(model, config)
     check_config(model, config)
