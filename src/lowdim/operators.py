@@ -192,7 +192,9 @@ class EntryObservation(MeasurementOperator):
             if lo < 0 or hi >= bound:
                 raise ValueError(f"{name} index out of range: got [{lo}, {hi}] for size {bound}")
         flat = r * n + c
-        if torch.unique(flat).numel() != flat.numel():
+        if flat.numel() > 1 and not bool((flat[1:] > flat[:-1]).all()):  # unsorted: sort to check
+            flat = torch.sort(flat).values
+        if bool((flat[1:] == flat[:-1]).any()):
             raise ValueError(
                 "duplicate (row, col) pairs among the observations; aggregate them first "
                 "(e.g. average repeated ratings)"
