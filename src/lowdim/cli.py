@@ -23,6 +23,7 @@ _COMMANDS = (
     "lowdim.demo",
     "lowdim.completion.cli",
     "lowdim.lora.cli",
+    "lowdim.repro.cli",
 )
 
 
