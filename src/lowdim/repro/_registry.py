@@ -69,6 +69,11 @@ class Figure:
         See the module docstring.
     notes : str
         Where lowdim's setting differs from the paper's and why.
+    module : str
+        The module defining the figure (its source is part of the code version).
+    depends : tuple of str
+        Other lowdim modules outside the core (``lowdim/*.py``, ``lowdim.datasets``) whose code the
+        figure runs, e.g. ``"lowdim.completion.sparse"``; their sources are part of the code version.
     """
 
     id: str
@@ -82,6 +87,7 @@ class Figure:
     check: Callable[[dict, dict], list[Check]]
     notes: str = ""
     module: str = field(default="", compare=False)
+    depends: tuple[str, ...] = ()
 
     def settings(self, size: str) -> dict[str, Any]:
         """The settings of ``size`` (a copy)."""
@@ -95,6 +101,8 @@ def register(figure: Figure) -> Figure:
     missing = [s for s in SIZES if s not in figure.sizes]
     if missing or not figure.caption.strip() or not figure.claim.strip():
         raise ValueError(f"figure {figure.id} needs a caption, a claim and the sizes {SIZES}")
+    if not figure.module.startswith("lowdim."):
+        raise ValueError(f"figure {figure.id} needs module=__name__ (its source is hashed)")
     if figure.id in _REGISTRY:
         raise ValueError(f"figure id {figure.id!r} is registered twice")
     _REGISTRY[figure.id] = figure

@@ -21,17 +21,26 @@ from ._registry import Figure, get_figure, verdict_of
 __all__ = ["code_version", "load_result", "result_paths", "run_figure", "software_versions"]
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # src/lowdim
-#: Files whose changes do not change any figure's numbers (the report and the command line).
-_PRESENTATION = {"repro/_report.py", "repro/cli.py", "cli.py"}
+#: The machinery every figure runs through (besides lowdim's core modules and its own module).
+_REPRO_CORE = ("repro/_common.py", "repro/_registry.py", "repro/_runner.py")
 
 
-def code_version() -> str:
-    """Hash of lowdim's Python sources (presentation-only files excluded), 12 hex digits."""
+def _source_files(figure: Figure) -> list[Path]:
+    """The sources a figure's numbers depend on: lowdim's core modules (``lowdim/*.py`` and
+    ``lowdim/datasets``), the repro machinery, the figure's module and its declared ``depends``."""
+    files = [p for p in _PACKAGE.glob("*.py") if p.name != "cli.py"]
+    files += list((_PACKAGE / "datasets").glob("*.py")) + [_PACKAGE / f for f in _REPRO_CORE]
+    for module in (figure.module, *figure.depends):
+        files.append(_PACKAGE.joinpath(*module.split(".")[1:]).with_suffix(".py"))
+    return sorted(set(files))
+
+
+def code_version(figure: Figure) -> str:
+    """Hash (12 hex digits) of the sources ``figure``'s numbers depend on (:func:`_source_files`):
+    a change elsewhere in lowdim (Deep LoRA, the command line, the report) does not rerun it."""
     digest = hashlib.sha256()
-    for path in sorted(_PACKAGE.rglob("*.py")):
-        rel = path.relative_to(_PACKAGE).as_posix()
-        if rel not in _PRESENTATION:
-            digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in _source_files(figure):
+        digest.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 
@@ -130,7 +139,7 @@ def run_figure(
     """
     figure = get_figure(fig_id)
     settings = figure.settings(size)
-    version = code_version()
+    version = code_version(figure)
     key = _key(figure, settings, seed, version)
     png, path = result_paths(out, fig_id)
     old = load_result(out, fig_id)

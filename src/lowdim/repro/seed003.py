@@ -98,8 +98,8 @@ register(Figure(
                       lr_times_p=0.5, tol=1e-10, max_iter=20000, eval_every=50, deep_error_max=1e-4),
         "quick": dict(d=50, rank=3, fraction=0.3, scale=1e-3, depths=[2, 3], widths=[5, 12, 50],
                       lr_times_p=0.5, tol=1e-10, max_iter=10000, eval_every=100, deep_error_max=1e-4),
-        "test": dict(d=40, rank=2, fraction=0.35, scale=1e-2, depths=[2, 3], widths=[2, 8, 40],
-                     lr_times_p=0.5, tol=1e-10, max_iter=3000, eval_every=50, deep_error_max=1e-4),
+        "test": dict(d=40, rank=2, fraction=0.35, scale=1e-2, depths=[2, 3], widths=[2, 40],
+                     lr_times_p=0.5, tol=1e-10, max_iter=2000, eval_every=50, deep_error_max=1e-4),
     },
     estimate={"quick": 40, "paper": 120},
     compute=_fig2_compute, plot=_fig2_plot, check=_fig2_check,
@@ -370,8 +370,10 @@ def _fig5_compute(s: dict, seed: int, progress: bool) -> dict:
     h, traj["full"] = run_recorded(full, dense, progress=progress, **common)
     out["full"] = history_data(h)
     norm = float(torch.linalg.matrix_norm(pb.truth))
-    gap = gaps(traj["full"], traj["compressed"], norm)
-    out["max_gap"], out["final_gap"] = max(gap), gap[-1]
+    out["max_gap"] = max(gaps(traj["full"], traj["compressed"], norm))
+    with torch.no_grad():  # each model where it stopped
+        end = full.product() - models["compressed"].product()
+    out["final_gap"] = float(torch.linalg.matrix_norm(end)) / norm
     out["pca"] = joint_pca({k: traj[k] for k in ("full", "compressed", "gamma0")})
     return out
 
@@ -408,9 +410,10 @@ def _fig5_check(data: dict, s: dict) -> list[Check]:
               f"final error {fmt(e_c)}"),
         Check("γ = 0 does not (its final error ≥ 10× that of γ > 0)", e_0 >= 10 * e_c,
               f"γ = 0 final error {fmt(e_0)}"),
-        Check("the compressed trajectory ultimately aligns with the original (gap at the last common "
-              "snapshot ≤ 1% of ‖Φ‖_F)", data["final_gap"] <= 0.01,
-              f"final gap {fmt(data['final_gap'])}, largest gap on the way {fmt(data['max_gap'])}"),
+        Check("the compressed trajectory ultimately aligns with the original (their end points differ by "
+              "≤ 1% of ‖Φ‖_F)", data["final_gap"] <= 0.01,
+              f"end-point gap {fmt(data['final_gap'])}, "
+              f"largest gap at equal iterations {fmt(data['max_gap'])}"),
         Check(f"compressed reaches error {thr:g} faster in wall time", speed is not None and speed > 1,
               f"original {fmt(t_f)} s ({fmt(it_f)} it.), compressed {fmt(t_c)} s ({fmt(it_c)} it.)"
               + (f": {fmt(speed)}×" if speed else "")),
@@ -444,7 +447,7 @@ register(Figure(
     notes="γ is lowdim.default_gamma(L) = 0.15 at L = 3: the paper's γ = 0.01 carried to σ_max(Φ) = 1 data "
           "(the paper does not state its target's scale). Step 0.5/p on ½Σ_Ω; the compressed models train "
           "on the observed entries only; times include the compression step.",
-    module=__name__,
+    module=__name__, depends=("lowdim.completion.sparse",),
 ))
 
 
@@ -527,5 +530,5 @@ register(Figure(
     notes="'Converge' is relative recovery error ≤ 1e-3. The narrow baseline is lowdim.narrow_factorization "
           "(width 2r̂, N(0, ε²/d) initialization); both train on the observed entries only; the compressed "
           "time includes the compression step. × marks runs that hit the iteration cap.",
-    module=__name__,
+    module=__name__, depends=("lowdim.completion.sparse",),
 ))
