@@ -1,10 +1,11 @@
-"""``lowdim finetune``: few-shot GLUE fine-tuning with LoRA (peft) and Deep LoRA.
+"""``lowdim finetune``: few-shot fine-tuning with LoRA (peft) and Deep LoRA on GLUE or user data.
 
 Examples
 --------
 .. code-block:: bash
 
     lowdim finetune --data-root ../shared/data/glue --task stsb --n 16 64 --seeds 5 --out runs/stsb
+    lowdim finetune --train-file train.csv --dev-file dev.csv --n 64 --threads 1 --out runs/mine
     lowdim finetune --model bert-base-cased --task mrpc --method deeplora --n 1024 --max-steps 2000
     # data-parallel over 2 processes (DDP; gloo on CPUs), results written by the main process
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
@@ -22,8 +23,9 @@ from .finetune import FinetuneConfig
 
 #: FinetuneConfig fields offered as options (their defaults and help come from the config).
 _CONFIG_OPTIONS = (
-    "rank", "lora_alpha", "lora_lr", "deeplora_lr", "gamma", "depth", "init_scale", "head_lr",
-    "target_modules", "batch_size", "max_length", "max_steps", "max_eval",
+    "train_file", "dev_file", "rank", "lora_alpha", "lora_lr", "deeplora_lr", "gamma", "depth",
+    "init_scale", "head_lr", "pooling", "target_modules", "batch_size", "max_length", "max_steps",
+    "converged_fraction", "max_eval",
 )
 
 
@@ -45,11 +47,13 @@ def register(subparsers) -> None:
     """Add the ``finetune`` sub-command to ``subparsers``."""
     p = subparsers.add_parser(
         "finetune",
-        help="few-shot GLUE fine-tuning: LoRA (peft) vs Deep LoRA",
+        help="few-shot fine-tuning (GLUE or CSV/JSONL data): LoRA (peft) vs Deep LoRA",
         description=(
-            "Fine-tune a pretrained encoder on n examples of a GLUE task for each seed with vanilla "
-            "LoRA (through peft) and/or Deep LoRA, evaluate on the full dev split, append one JSON "
-            "line per run to OUT/results.jsonl (reruns resume) and write OUT/summary.txt."
+            "Fine-tune a pretrained encoder on n examples of a GLUE task (or of --train-file) for "
+            "each seed with vanilla LoRA (through peft) and/or Deep LoRA, evaluate on the full dev "
+            "split, append one JSON line per run to OUT/results.jsonl, save each run's adapters in "
+            "OUT/adapters/ and write OUT/summary.txt. A rerun with the same settings resumes; "
+            "other settings are refused (OUT/settings.json)."
         ),
     )
     default_model = _default_model()
@@ -64,7 +68,8 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..SEEDS-1)")
     add_config_options(p, FinetuneConfig, _CONFIG_OPTIONS)
     p.add_argument("--out", default="finetune-runs", help="output folder")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's; use 1 on a machine shared with other jobs)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -76,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_text
     from .finetune import finish, format_summary, make_accelerator, run_finetune
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.seeds < 1:
         raise ValueError("--seeds must be >= 1")

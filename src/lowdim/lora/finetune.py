@@ -1,20 +1,31 @@
-"""Few-shot GLUE fine-tuning: vanilla LoRA (through the real ``peft`` package) vs Deep LoRA.
+"""Few-shot fine-tuning: vanilla LoRA (through the real ``peft`` package) vs Deep LoRA.
 
 Protocol (seed 003, Sec. 4.2 and App. B): for each seed, draw ``n`` training examples without
 replacement (the same subset, and the same head initialisation, for every method), fine-tune a
-sequence-classification / regression head and the adapters of a pretrained encoder with AdamW
-(batch 16, max length 128, dynamic padding) until the training loss converges or a step cap, then
-evaluate on the full dev split.  Paper settings: LoRA r = 8, α = 8, η = 1e-4; Deep LoRA r = 8,
-η = 1e-2, γ = 1e-2, depth 3, ε = 1e-3.
+regression / classification head and the adapters of a pretrained encoder with AdamW (batch 16,
+max length 128, length-grouped batches) until the training loss is reached or stalls or a step
+cap, then evaluate on the full dev split (or a seeded random subset).  Paper settings: LoRA r = 8,
+α = 8, η = 1e-4; Deep LoRA r = 8, η = 1e-2, γ = 1e-2, depth 3, ε = 1e-3.
+
+The head sits on the pooling the checkpoint was trained with (:mod:`lowdim.lora.heads`: mean
+pooling for sentence-transformers checkpoints such as all-MiniLM-L6-v2, the ``[CLS]`` pooler for
+ordinary BERT checkpoints); a regression head's bias starts at the training-label mean; both
+methods train the head with the same learning rate ``head_lr``.  A run counts as *converged* only
+when its final training loss is below ``converged_fraction`` times the loss of the best constant
+prediction (the label variance for regression, the label entropy for classification); runs that
+stall above it are reported as not converged, with their loss curve.
 
 Each finished run is appended as one JSON line to the results file (one ``write`` of a complete
-line, flushed and fsync'ed); a run whose line is present is skipped, so an interrupted job resumes
-where it stopped.
+line, flushed and fsync'ed); its adapters are saved under ``adapters/<task>-<method>-n<n>-seed<s>``
+next to it (``DeepLoRAModel.save_pretrained`` for Deep LoRA, ``PeftModel.save_pretrained`` for
+LoRA).  A run whose line is present is skipped, so an interrupted job resumes where it stopped;
+the settings are hashed into ``settings.json`` and a rerun with other settings is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -27,22 +38,31 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_write_text
+from .._io import atomic_write_json, atomic_write_text
 from ..defaults import DEEP_LORA_LR, DEPTH, INIT_SCALE, LORA_ALPHA, LORA_GAMMA, LORA_LR, LORA_RANK
 from ..dynamics import rank_from_singular_values
-from .compression import compress_deep_lora
 from .config import BERT_TARGETS, DeepLoRAConfig
+from .data import EncodedSplit, length_grouped_order, load_user_task
 from .glue import GlueSplit, TaskSpec, compute_metrics, get_task, load_split
-from .inject import param_groups, prepare_model
+from .heads import POOLINGS, load_task_model
+from .inject import param_groups
 from .io import numerical_ranks
 from .layers import singular_values
+from .model import get_deep_lora_model
 
 __all__ = [
     "FinetuneConfig",
     "METHODS",
     "sample_indices",
+    "load_task",
+    "baseline_loss",
     "run_one",
     "run_finetune",
+    "evaluate",
+    "settings_hash",
+    "check_settings",
+    "adapter_dir",
+    "predict",
     "make_accelerator",
     "finish",
     "read_results",
@@ -51,6 +71,8 @@ __all__ = [
 ]
 
 METHODS = ("lora", "deeplora")
+#: Fields that choose which runs to do, not how a run goes (extending them resumes a study).
+_RUN_SELECTION = ("methods", "n_train", "seeds", "output", "progress", "save_adapters")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -61,12 +83,18 @@ def _help(text: str) -> dict[str, str]:
 class FinetuneConfig:
     """Settings of a few-shot fine-tuning study (defaults: the paper's, App. B)."""
 
-    model: str = field(metadata=_help("Model path or name for from_pretrained (sequence classification)."))
+    model: str = field(metadata=_help("Model path or name for from_pretrained."))
     data_root: str = field(metadata=_help("GLUE root folder (holding STS-B/, SST-2/, ...)."))
     task: str = field(
         default="stsb",
         metadata=_help("GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)."),
     )
+    train_file: str | None = field(
+        default=None,
+        metadata=_help("User training data (.csv or .jsonl: text, optional text_pair, label); "
+                       "replaces the GLUE task."),
+    )
+    dev_file: str | None = field(default=None, metadata=_help("User evaluation data (same format)."))
     methods: tuple[str, ...] = field(default=METHODS, metadata=_help("Methods to run: lora, deeplora."))
     n_train: tuple[int, ...] = field(default=(16,), metadata=_help("Training-set sizes n."))
     seeds: tuple[int, ...] = field(
@@ -82,46 +110,58 @@ class FinetuneConfig:
     gamma: float = field(default=LORA_GAMMA, metadata=_help("Deep LoRA outer-basis ratio γ (lr γη)."))
     depth: int = field(default=DEPTH, metadata=_help("Deep LoRA depth L."))
     init_scale: float = field(default=INIT_SCALE, metadata=_help("Deep LoRA init scale ε."))
-    head_lr: float | None = field(
-        default=None,
-        metadata=_help("Head learning rate (default: the method's η)."),
+    head_lr: float = field(
+        default=1e-3,
+        metadata=_help("Head learning rate, the same for both methods."),
+    )
+    pooling: str = field(
+        default="auto",
+        metadata=_help("Sentence embedding under the head: auto (the checkpoint's own: mean for "
+                       "sentence-transformers models, else the [CLS] pooler), mean, cls, max, "
+                       "mean_sqrt_len or pooler."),
     )
     target_modules: tuple[str, ...] = field(default=BERT_TARGETS, metadata=_help("Modules to adapt."))
-    head_modules: tuple[str, ...] = field(default=("classifier",), metadata=_help("Trainable head modules."))
     batch_size: int = field(default=16, metadata=_help("Training batch size."))
     max_length: int = field(default=128, metadata=_help("Maximum sequence length in tokens."))
-    max_steps: int = field(default=500, metadata=_help("Step cap per run."))
-    loss_tol: float = field(
-        default=1e-3,
-        metadata=_help("Converged when the mean loss over the last `window` steps is below this."),
+    max_steps: int = field(default=300, metadata=_help("Step cap per run."))
+    converged_fraction: float = field(
+        default=0.1,
+        metadata=_help("Converged when the final training loss is below this fraction of the "
+                       "best constant prediction's loss (label variance / label entropy)."),
+    )
+    stop_fraction: float = field(
+        default=0.01,
+        metadata=_help("Stop early when the windowed training loss is below this fraction of it."),
     )
     rel_tol: float = field(
         default=1e-2,
-        metadata=_help("... or changes by less than this fraction between consecutive windows."),
+        metadata=_help("... or changes by less than this fraction between consecutive windows "
+                       "(stalled; converged only if below converged_fraction)."),
     )
-    window: int = field(default=20, metadata=_help("Window (steps) of the convergence test."))
+    window: int = field(default=20, metadata=_help("Window (steps) of the stopping tests."))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     eval_batch_size: int = field(default=64, metadata=_help("Evaluation batch size."))
     max_eval: int | None = field(
         default=None,
-        metadata=_help("Evaluate on the first N dev examples only (tests)."),
+        metadata=_help("Evaluate on a seeded random subset of N dev examples (default: all)."),
     )
     output: str | None = field(
         default=None,
         metadata=_help("Results file (JSON lines); None keeps results in memory."),
     )
+    save_adapters: bool = field(
+        default=True, metadata=_help("Save each run's adapters next to the results file."),
+    )
     progress: bool = field(default=True, metadata=_help("Show tqdm progress bars."))
 
     def __post_init__(self) -> None:
-        self.model = str(self.model)
-        self.data_root = str(self.data_root)
-        if self.output is not None:
-            self.output = str(self.output)
+        for name in ("model", "data_root", "output", "train_file", "dev_file"):
+            if getattr(self, name) is not None:
+                setattr(self, name, str(getattr(self, name)))
         self.methods = tuple(self.methods)
         self.n_train = tuple(int(n) for n in self.n_train)
         self.seeds = tuple(int(s) for s in self.seeds)
         self.target_modules = tuple(self.target_modules)
-        self.head_modules = tuple(self.head_modules)
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {self.methods}")
@@ -129,12 +169,33 @@ class FinetuneConfig:
             raise ValueError(f"n_train must hold positive sizes, got {self.n_train}")
         if not self.seeds:
             raise ValueError("give at least one seed")
-        for name in ("lora_lr", "deeplora_lr", "lora_alpha", "init_scale"):
+        for name in ("lora_lr", "deeplora_lr", "head_lr", "lora_alpha", "init_scale"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive")
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.batch_size < 1 or self.max_length < 8 or self.max_steps < 1 or self.window < 1:
             raise ValueError("batch_size, max_steps and window must be >= 1 and max_length >= 8")
-        get_task(self.task)
+        if not 0 < self.stop_fraction <= self.converged_fraction < 1:
+            raise ValueError("need 0 < stop_fraction <= converged_fraction < 1")
+        if self.pooling != "auto" and self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be 'auto' or one of {POOLINGS}, got {self.pooling!r}")
+        if (self.train_file is None) != (self.dev_file is None):
+            raise ValueError("give both train_file and dev_file (user data), or neither (GLUE)")
+        if self.train_file is None:
+            get_task(self.task)
+        else:
+            self.task = "custom"
+
+
+def settings_hash(cfg: FinetuneConfig) -> tuple[str, dict[str, Any]]:
+    """Digest of the settings that change a run's result, and those settings.
+
+    The run selection (methods, sizes, seeds), the output and the display are left out, so a
+    finished study can be extended with more seeds or sizes.
+    """
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_SELECTION}
+    settings = json.loads(json.dumps(settings))  # tuples as lists, as read back from JSON
+    blob = json.dumps(settings, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16], settings
 
 
 def sample_indices(n_total: int, n: int, seed: int) -> np.ndarray:
@@ -144,21 +205,33 @@ def sample_indices(n_total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
 
 
-def _encode(split: GlueSplit, tokenizer, idx, max_length: int) -> dict:
-    a = [split.text_a[i] for i in idx]
-    b = None if split.text_b is None else [split.text_b[i] for i in idx]
-    enc = tokenizer(a, b, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    labels = torch.as_tensor(split.labels[idx])
-    enc["labels"] = labels.float() if split.task.is_regression else labels.long()
-    return dict(enc)
+def load_task(cfg: FinetuneConfig) -> tuple[GlueSplit, dict[str, GlueSplit]]:
+    """The training split and the evaluation splits (``{"dev": ...}``; MNLI adds ``dev_mismatched``)."""
+    if cfg.train_file is not None:
+        train, dev = load_user_task(cfg.train_file, cfg.dev_file)
+        return train, {"dev": dev}
+    task = get_task(cfg.task)
+    train = load_split(cfg.data_root, task, "train")
+    return train, {name: load_split(cfg.data_root, task, name) for name in task.eval_splits}
 
 
-def _batches(split: GlueSplit, tokenizer, batch_size: int, max_length: int, order) -> Iterator[dict]:
-    for start in range(0, len(order), batch_size):
-        yield _encode(split, tokenizer, order[start : start + batch_size], max_length)
+def baseline_loss(task: TaskSpec, labels: np.ndarray) -> float:
+    """Training loss of the best constant prediction: label variance (MSE) or entropy (cross-entropy)."""
+    if task.is_regression:
+        return float(np.var(labels))
+    p = np.bincount(labels, minlength=task.num_labels) / len(labels)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
 
 
-def _shards(split: GlueSplit, tokenizer, cfg: FinetuneConfig, order, acc) -> Iterator[tuple[dict, float]]:
+def _eval_subset(split: EncodedSplit, cfg: FinetuneConfig) -> EncodedSplit:
+    """``split``, or a seeded random subset of ``cfg.max_eval`` examples of it (all genres alike)."""
+    if cfg.max_eval is None or cfg.max_eval >= len(split):
+        return split
+    return split.subset(sample_indices(len(split), cfg.max_eval, seed=12345))
+
+
+def _shards(data: EncodedSplit, cfg: FinetuneConfig, order, acc) -> Iterator[tuple[dict, float]]:
     """This process's part of each global batch of ``order``, with its share of the batch.
 
     Process ``p`` of ``W`` takes examples ``p, p + W, ...`` of every batch of ``cfg.batch_size``;
@@ -171,23 +244,11 @@ def _shards(split: GlueSplit, tokenizer, cfg: FinetuneConfig, order, acc) -> Ite
         idx = order[start : start + cfg.batch_size]
         part = idx[rank::world]
         share = len(part) / len(idx)
-        yield _encode(split, tokenizer, part if len(part) else idx[:1], cfg.max_length), share
+        yield data.batch(part if len(part) else idx[:1]), share
 
 
 def _loss(model: nn.Module, batch: dict) -> torch.Tensor:
     return model(**batch).loss
-
-
-def _load_model(cfg: FinetuneConfig, task: TaskSpec, seed: int) -> nn.Module:
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    torch.manual_seed(seed)  # same head initialisation for every method
-    kwargs: dict[str, Any] = {"num_labels": task.num_labels}
-    if task.is_regression:
-        kwargs["problem_type"] = "regression"
-    return AutoModelForSequenceClassification.from_pretrained(cfg.model, **kwargs)
 
 
 def _build_lora(model: nn.Module, cfg: FinetuneConfig) -> tuple[nn.Module, list[dict]]:
@@ -198,7 +259,7 @@ def _build_lora(model: nn.Module, cfg: FinetuneConfig) -> tuple[nn.Module, list[
         lora_alpha=cfg.lora_alpha,
         target_modules=list(cfg.target_modules),
         lora_dropout=0.0,
-        modules_to_save=list(cfg.head_modules),
+        modules_to_save=["classifier"],
     )
     model = get_peft_model(model, peft_cfg)
     # the paper's LoRA baseline: A Gaussian with standard deviation 1, B = 0 (App. B)
@@ -211,7 +272,7 @@ def _build_lora(model: nn.Module, cfg: FinetuneConfig) -> tuple[nn.Module, list[
     head = [p for p in model.parameters() if p.requires_grad and id(p) not in adapter_ids]
     groups = [{"name": "lora", "params": adapters, "lr": cfg.lora_lr}]
     if head:
-        groups.append({"name": "head", "params": head, "lr": cfg.head_lr or cfg.lora_lr})
+        groups.append({"name": "head", "params": head, "lr": cfg.head_lr})
     return model, groups
 
 
@@ -236,23 +297,28 @@ def _lora_ranks(model: nn.Module) -> list[int]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: GlueSplit, tokenizer, cfg: FinetuneConfig) -> dict[str, float]:
-    """Task metrics of ``model`` on ``split`` (batched by length for speed)."""
+def predict(model: nn.Module, data: EncodedSplit, batch_size: int = 64) -> np.ndarray:
+    """Predictions of ``model`` on ``data``: scores (regression) or class ids, batched by length."""
     model.eval()
     device = next(model.parameters()).device
-    lengths = [len(a) + (len(split.text_b[i]) if split.text_b else 0) for i, a in enumerate(split.text_a)]
-    order = np.argsort(lengths)
-    preds = np.empty(len(split), dtype=np.float64 if split.task.is_regression else np.int64)
-    for start, batch in zip(
-        range(0, len(order), cfg.eval_batch_size),
-        _batches(split, tokenizer, cfg.eval_batch_size, cfg.max_length, order),
-        strict=True,
-    ):
-        batch.pop("labels")
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.cpu()
-        idx = order[start : start + cfg.eval_batch_size]
-        preds[idx] = logits[:, 0].numpy() if split.task.is_regression else logits.argmax(-1).numpy()
-    return compute_metrics(split.task, preds, split.labels)
+    order = np.argsort(data.lengths, kind="stable")
+    regression = data.task.is_regression
+    preds = np.empty(len(data), dtype=np.float64 if regression else np.int64)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = data.batch(idx, labels=False)
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+        preds[idx] = logits[:, 0].numpy() if regression else logits.argmax(-1).numpy()
+    return preds
+
+
+def evaluate(model: nn.Module, data: EncodedSplit, batch_size: int = 64) -> dict[str, float]:
+    """The task metrics (:func:`lowdim.lora.glue.compute_metrics`) of ``model`` on ``data``."""
+    pred = predict(model, data, batch_size)
+    metrics = compute_metrics(data.task, pred, data.labels)
+    if data.task.is_regression:  # a collapsed (constant) predictor shows here
+        metrics["prediction_std"] = float(np.std(pred))
+    return metrics
 
 
 class _OneProcess:
@@ -308,8 +374,7 @@ def _broadcast(obj, acc):
     return broadcast_object_list([obj], from_process=0)[0]
 
 
-def _build(model: nn.Module, cfg: FinetuneConfig, method: str, seed: int, subset: GlueSplit,
-           tokenizer, rng):
+def _build(model: nn.Module, cfg: FinetuneConfig, method: str, seed: int, subset: EncodedSplit, rng):
     """``model`` with adapters, optimizer groups and the compression time (Deep LoRA) of one run.
 
     Every process builds the same model: the head is seeded and the Deep LoRA compression runs on
@@ -320,23 +385,30 @@ def _build(model: nn.Module, cfg: FinetuneConfig, method: str, seed: int, subset
         return model, groups, None
     dcfg = DeepLoRAConfig(
         rank=cfg.rank, depth=cfg.depth, init_scale=cfg.init_scale, gamma=cfg.gamma,
-        target_modules=cfg.target_modules, modules_to_save=cfg.head_modules, seed=seed,
+        target_modules=cfg.target_modules, modules_to_save=("classifier",), seed=seed,
     )
-    prepare_model(model, dcfg)
+    model = get_deep_lora_model(model, dcfg)
     model.train()
-    first = next(_batches(subset, tokenizer, cfg.batch_size, cfg.max_length, rng.permutation(len(subset))))
-    report = compress_deep_lora(model, lambda m: _loss(m, first), config=dcfg)
+    first = subset.batch(length_grouped_order(subset.lengths, cfg.batch_size, rng)[: cfg.batch_size])
+    report = model.compress(lambda m: _loss(m, first))
     groups = param_groups(model, cfg.deeplora_lr, head_lr=cfg.head_lr)  # γ from dcfg
     return model, groups, report.seconds
 
 
-def _train(model, optimizer, subset: GlueSplit, tokenizer, cfg: FinetuneConfig, rng, acc,
-           on_step: Callable[[int, float], None] | None, method: str) -> tuple[list[float], bool]:
-    """Train until convergence or ``cfg.max_steps``; the losses are global batch means."""
+def _train(model, optimizer, subset: EncodedSplit, cfg: FinetuneConfig, rng, acc,
+           on_step: Callable[[int, float], None] | None, method: str, baseline: float
+           ) -> tuple[list[float], str]:
+    """Train until the loss target, a stall or ``cfg.max_steps``; the losses are global batch means.
+
+    Returns the losses and why training stopped: ``"target"`` (windowed loss below
+    ``stop_fraction · baseline``), ``"stalled"`` (changed by less than ``rel_tol``) or
+    ``"max_steps"``.
+    """
     model.train()
     losses: list[float] = []
-    while len(losses) < cfg.max_steps:
-        for batch, share in _shards(subset, tokenizer, cfg, rng.permutation(len(subset)), acc):
+    while True:
+        order = length_grouped_order(subset.lengths, cfg.batch_size, rng)
+        for batch, share in _shards(subset, cfg, order, acc):
             batch = {k: v.to(acc.device) for k, v in batch.items()}
             loss = _loss(model, batch)
             mean = float(acc.reduce(loss.detach() * share, reduction="sum"))  # the global batch's
@@ -350,11 +422,23 @@ def _train(model, optimizer, subset: GlueSplit, tokenizer, cfg: FinetuneConfig, 
             losses.append(mean)
             if on_step is not None:
                 on_step(len(losses), mean)
-            if _converged(losses, cfg):
-                return losses, True
-            if len(losses) >= cfg.max_steps:
-                break
-    return losses, False
+            reason = _stop_reason(losses, cfg, baseline)
+            if reason is not None:
+                return losses, reason
+
+
+def _stop_reason(losses: list[float], cfg: FinetuneConfig, baseline: float) -> str | None:
+    """Why to stop after ``losses`` (see :func:`_train`), or ``None`` to go on."""
+    w = cfg.window
+    if len(losses) >= w:
+        recent = float(np.mean(losses[-w:]))
+        if recent < cfg.stop_fraction * baseline:
+            return "target"
+        if len(losses) >= 2 * w:
+            previous = float(np.mean(losses[-2 * w : -w]))
+            if abs(previous - recent) < cfg.rel_tol * max(previous, 1e-12):
+                return "stalled"
+    return "max_steps" if len(losses) >= cfg.max_steps else None
 
 
 def _ranks(model: nn.Module, method: str) -> list[int]:
@@ -363,56 +447,81 @@ def _ranks(model: nn.Module, method: str) -> list[int]:
     return list(numerical_ranks(model).values())
 
 
+def _as_encoded(split, tokenizer, cfg: FinetuneConfig) -> EncodedSplit:
+    return split if isinstance(split, EncodedSplit) else EncodedSplit.encode(split, tokenizer, cfg.max_length)
+
+
 def run_one(
     cfg: FinetuneConfig,
     method: str,
     n: int,
     seed: int,
     *,
-    train: GlueSplit,
-    dev: GlueSplit,
-    tokenizer,
+    train: GlueSplit | EncodedSplit,
+    dev: GlueSplit | EncodedSplit | dict[str, GlueSplit | EncodedSplit],
+    tokenizer=None,
     on_step: Callable[[int, float], None] | None = None,
     accelerator=None,
+    save_to: str | Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune once and return the result record (see :func:`run_finetune`).
 
-    With an ``accelerator`` of several processes, each process trains on its shard of every batch
-    (the global batch stays ``cfg.batch_size``); the main process evaluates and every process
-    returns its record.
+    ``train`` and ``dev`` may be raw splits (tokenized here) or :class:`EncodedSplit` (tokenized
+    once by the caller); ``dev`` may map split names to splits (MNLI's ``dev_mismatched`` metrics
+    get the suffix ``_mismatched``).  ``save_to`` saves the trained adapters there.  With an
+    ``accelerator`` of several processes, each process trains on its shard of every batch (the
+    global batch stays ``cfg.batch_size``); the main process evaluates and saves, and every
+    process returns its record.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     acc = accelerator if accelerator is not None else _OneProcess()
+    train = _as_encoded(train, tokenizer, cfg)
+    evals = dev if isinstance(dev, dict) else {"dev": dev}
+    evals = {k: _eval_subset(_as_encoded(v, tokenizer, cfg), cfg) for k, v in evals.items()}
     indices = sample_indices(len(train), n, seed)
     subset = train.subset(indices)
+    task = subset.task
     rng = np.random.default_rng(seed + 1)
-    model = _load_model(cfg, subset.task, seed)
+    baseline = baseline_loss(task, subset.labels)
+    label_mean = float(np.mean(subset.labels)) if task.is_regression else None
+    model = load_task_model(cfg.model, task.num_labels, pooling=cfg.pooling, label_mean=label_mean,
+                            seed=seed)
     t0 = time.perf_counter()  # training time: adapters, compression and steps, not the loading
-    model, groups, compress_s = _build(model, cfg, method, seed, subset, tokenizer, rng)
+    model, groups, compress_s = _build(model, cfg, method, seed, subset, rng)
     for g in groups:
         g.setdefault("weight_decay", cfg.weight_decay)
     model, optimizer = acc.prepare(model, torch.optim.AdamW(groups))
-    losses, converged = _train(model, optimizer, subset, tokenizer, cfg, rng, acc, on_step, method)
+    losses, stop = _train(model, optimizer, subset, cfg, rng, acc, on_step, method, baseline)
     train_s = time.perf_counter() - t0
     result = None
     if acc.is_main_process:
         model = acc.unwrap_model(model)
-        eval_split = dev if cfg.max_eval is None else dev.subset(range(min(cfg.max_eval, len(dev))))
-        result = evaluate(model, eval_split, tokenizer, cfg), _ranks(model, method)
+        metrics = {}
+        for name, data in evals.items():
+            suffix = "" if name == "dev" else name.removeprefix("dev")
+            metrics.update({k + suffix: v for k, v in evaluate(model, data, cfg.eval_batch_size).items()})
+        if save_to is not None:
+            model.save_pretrained(str(save_to))
+        result = metrics, _ranks(model, method)
     metrics, ranks = _broadcast(result, acc)
-    window = losses[-cfg.window :]
+    final = float(np.mean(losses[-cfg.window :]))
     return {
-        "task": train.task.name,
+        "task": task.name,
         "method": method,
         "n": n,
         "seed": seed,
+        "lr": cfg.lora_lr if method == "lora" else cfg.deeplora_lr,
+        "head_lr": cfg.head_lr,
         "metrics": metrics,
-        "main": metrics[train.task.main_metric],
+        "main": metrics[task.main_metric],
         "steps": len(losses),
-        "converged": converged,
-        "final_train_loss": float(np.mean(window)) if window else None,
-        "first_train_loss": losses[0] if losses else None,
+        "stopped": stop,
+        "baseline_loss": baseline,
+        "converged": final < cfg.converged_fraction * baseline,
+        "final_train_loss": final,
+        "first_train_loss": losses[0],
+        "loss_curve": [round(x, 6) for x in losses],
         "train_seconds": train_s,
         "compress_seconds": compress_s,
         "ranks": ranks,
@@ -421,22 +530,7 @@ def run_one(
 
 
 def _digest(indices: np.ndarray) -> str:
-    import hashlib
-
     return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-
-def _converged(losses: list[float], cfg: FinetuneConfig) -> bool:
-    w = cfg.window
-    if len(losses) < w:
-        return False
-    recent = float(np.mean(losses[-w:]))
-    if recent < cfg.loss_tol:
-        return True
-    if len(losses) < 2 * w:
-        return False
-    previous = float(np.mean(losses[-2 * w : -w]))
-    return abs(previous - recent) < cfg.rel_tol * max(previous, 1e-12)
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
@@ -460,7 +554,7 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
 
 def _append_record(path: Path, record: dict[str, Any]) -> None:
     data = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask applies
     try:
         os.write(fd, data)
         os.fsync(fd)
@@ -472,38 +566,84 @@ def _key(record: dict[str, Any]) -> tuple:
     return (record["task"], record["method"], int(record["n"]), int(record["seed"]))
 
 
+def check_settings(cfg: FinetuneConfig, folder: Path, extra: dict[str, Any] | None = None) -> str:
+    """Record the settings' hash in ``folder/settings.json``, or refuse settings that differ from it.
+
+    ``extra`` adds settings of a caller (e.g. a study's learning-rate grid) to the hash.
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` holds results of other settings (the message names the differing ones), or
+        results without a settings file.
+    """
+    digest, settings = settings_hash(cfg)
+    if extra:
+        settings = {**settings, **json.loads(json.dumps(extra))}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = folder / "settings.json"
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            old_digest, old = saved["hash"], saved["settings"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} is not a lowdim settings file ({err}); use a new output "
+                             f"folder") from None
+        if old_digest != digest:
+            diff = [f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
+                    for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+            raise ValueError(
+                f"{folder} holds results of other settings ({'; '.join(diff) or 'hash differs'}); "
+                f"resume with the same settings or choose a new output folder"
+            )
+        return digest
+    if cfg.output is not None and Path(cfg.output).exists() and read_results(cfg.output):
+        raise ValueError(f"{cfg.output} holds results but {path} is missing, so they cannot be "
+                         f"checked against these settings; choose a new output folder")
+    atomic_write_json(path, {"hash": digest, "settings": settings})
+    return digest
+
+
+def adapter_dir(folder: Path, task: str, method: str, n: int, seed: int) -> Path:
+    """Where run ``(task, method, n, seed)`` keeps its adapters: ``folder/adapters/<...>``."""
+    return folder / "adapters" / f"{task}-{method}-n{n}-seed{seed}"
+
+
 def run_finetune(
     cfg: FinetuneConfig, *, log: Callable[[str], None] | None = print, accelerator=None
 ) -> list[dict[str, Any]]:
     """Run every (n, seed, method) of ``cfg`` not already in ``cfg.output``; return all records.
 
-    Each record holds ``task, method, n, seed, metrics, main`` (the task's main metric), ``steps``,
-    ``converged``, ``first_train_loss``, ``final_train_loss``, ``train_seconds``,
-    ``compress_seconds`` (Deep LoRA), ``ranks`` (numerical rank of every ΔW, Fig. 7 definition) and
-    a digest of the training indices (equal across methods for the same n and seed).
+    Each record holds ``task, method, n, seed, lr, head_lr, metrics, main`` (the task's main
+    metric), ``steps``, ``stopped`` (``target``/``stalled``/``max_steps``), ``baseline_loss`` (best
+    constant prediction), ``converged``, ``first_train_loss``, ``final_train_loss``,
+    ``loss_curve``, ``train_seconds``, ``compress_seconds`` (Deep LoRA), ``ranks`` (numerical rank
+    of every ΔW, Fig. 7 definition), ``settings_hash``, ``adapters`` (folder) and a digest of the
+    training indices (equal across methods for the same n and seed).
 
-    Under ``accelerate launch`` with several processes (``accelerator`` defaults to
-    :func:`make_accelerator`), every run is trained data-parallel and the main process alone
-    evaluates, logs and appends to ``cfg.output``; every process returns the same records.  The
-    caller ends with :func:`finish` so that the processes leave together.
+    The data are tokenized once for all runs.  Under ``accelerate launch`` with several processes
+    (``accelerator`` defaults to :func:`make_accelerator`), every run is trained data-parallel and
+    the main process alone evaluates, logs, saves and appends to ``cfg.output``; every process
+    returns the same records.  The caller ends with :func:`finish` so that the processes leave
+    together.
     """
     from transformers import AutoTokenizer
 
     acc = accelerator if accelerator is not None else make_accelerator()
-    task = get_task(cfg.task)
-    train = load_split(cfg.data_root, task, "train")
-    dev = load_split(cfg.data_root, task, "dev")
+    train_split, eval_splits = load_task(cfg)
+    task = train_split.task
     for n in cfg.n_train:
-        if n > len(train):
-            raise ValueError(f"n = {n} is larger than the {task.name} training split ({len(train)} examples)")
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        if n > len(train_split):
+            raise ValueError(f"n = {n} is larger than the {task.name} training split "
+                             f"({len(train_split)} examples)")
     out = Path(cfg.output) if cfg.output else None
-    records = None
-    if acc.is_main_process:  # read (and repair) the results file once, in one process
+    records, digest = None, None
+    if acc.is_main_process:  # check the settings, read (and repair) the results once
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
+            digest = check_settings(cfg, out.parent)
         records = read_results(out) if out is not None else []
-    records = _broadcast(records, acc)
+    records, digest = _broadcast((records, digest), acc)
     done = {_key(r) for r in records}
     todo = [
         (n, seed, method)
@@ -512,19 +652,25 @@ def run_finetune(
     ]
     log = log if acc.is_main_process else None
     if log and done:
-        log(f"resuming: {len(done)} runs already in {out}, {len(todo)} to go")
-    for record in _runs(cfg, todo, train, dev, tokenizer, acc):
+        log(f"resuming: {len(done)} runs with the same settings already in {out}, {len(todo)} to go")
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    train = EncodedSplit.encode(train_split, tokenizer, cfg.max_length)
+    evals = {k: EncodedSplit.encode(v, tokenizer, cfg.max_length) for k, v in eval_splits.items()}
+    for record in _runs(cfg, todo, train, evals, acc, out):
+        record["settings_hash"] = digest
         records.append(record)
         if out is not None and acc.is_main_process:
             _append_record(out, record)
         if log:
             log(f"{record['method']:8s} n={record['n']:<5d} seed={record['seed']:<3d} "
-                f"{task.main_metric}={record['main']:.4f} "
-                f"steps={record['steps']} loss={record['final_train_loss']:.4g}")
+                f"{task.main_metric}={record['main']:.4f} steps={record['steps']} "
+                f"loss={record['final_train_loss']:.4g} (constant {record['baseline_loss']:.4g}, "
+                f"{'converged' if record['converged'] else 'NOT converged'})")
     return [r for r in records if r["task"] == task.name]
 
 
-def _runs(cfg: FinetuneConfig, todo, train, dev, tokenizer, acc) -> Iterator[dict[str, Any]]:
+def _runs(cfg: FinetuneConfig, todo, train: EncodedSplit, evals, acc, out: Path | None
+          ) -> Iterator[dict[str, Any]]:
     """The records of the runs ``todo`` (with progress bars in the main process)."""
     from tqdm.auto import tqdm
 
@@ -539,38 +685,45 @@ def _runs(cfg: FinetuneConfig, todo, train, dev, tokenizer, acc) -> Iterator[dic
             _bar.update(1)
             _bar.set_postfix(loss=f"{loss:.4f}")
 
-        record = run_one(cfg, method, n, seed, train=train, dev=dev, tokenizer=tokenizer,
-                         on_step=on_step, accelerator=acc)
+        save_to = None
+        if out is not None and cfg.save_adapters:
+            save_to = adapter_dir(out.parent, train.task.name, method, n, seed)
+        record = run_one(cfg, method, n, seed, train=train, dev=evals, on_step=on_step,
+                         accelerator=acc, save_to=save_to)
         step_bar.close()
-        skip = ("output", "progress")
-        record["config"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+        record["adapters"] = None if save_to is None else str(save_to)
         yield record
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[int, dict[str, tuple[float, float, int]]]:
-    """``{n: {method: (mean, std, count)}}`` of the main metric (std with ddof = 0)."""
+    """``{n: {method: (mean, std, count)}}`` of the main metric (std with ddof = 1, as a sample)."""
     table: dict[int, dict[str, list[float]]] = {}
     for r in records:
         table.setdefault(int(r["n"]), {}).setdefault(r["method"], []).append(float(r["main"]))
     return {
-        n: {m: (float(np.mean(v)), float(np.std(v)), len(v)) for m, v in sorted(row.items())}
+        n: {m: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
+            for m, v in sorted(row.items())}
         for n, row in sorted(table.items())
     }
 
 
 def format_summary(records: list[dict[str, Any]], metric: str = "main") -> str:
-    """Plain-text table: one row per n, ``mean ± std (count)`` per method."""
+    """Plain-text table: one row per n, ``mean ± std (count) [converged]`` per method."""
     summary = summarize(records)
+    conv: dict[tuple[int, str], list[bool]] = {}
+    for r in records:
+        conv.setdefault((int(r["n"]), r["method"]), []).append(bool(r.get("converged")))
     methods = sorted({m for row in summary.values() for m in row})
-    lines = [f"{'n':>6}  " + "  ".join(f"{m:>22}" for m in methods)]
+    lines = [f"{'n':>6}  " + "  ".join(f"{m + ' (converged)':>30}" for m in methods)]
     for n, row in summary.items():
         cells = []
         for m in methods:
             if m in row:
                 mean, std, count = row[m]
-                cells.append(f"{mean:>10.4f} ± {std:.4f} ({count})")
+                c = conv[(n, m)]
+                cells.append(f"{mean:>10.4f} ± {std:.4f} ({count}) [{sum(c)}/{len(c)}]")
             else:
-                cells.append(f"{'-':>22}")
+                cells.append(f"{'-':>30}")
         lines.append(f"{n:>6}  " + "  ".join(cells))
     if metric != "main":
         lines.insert(0, metric)

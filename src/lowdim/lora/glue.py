@@ -1,9 +1,11 @@
 """GLUE tasks in the standard directory layout: readers and metrics.
 
-``root/<TASK>/{train,dev}.tsv`` as produced by the usual GLUE download script (MNLI's dev split is
-``dev_matched.tsv``).  Files are tab-separated with quoting disabled (``csv.QUOTE_NONE``) and read
+``root/<TASK>/{train,dev}.tsv`` as produced by the usual GLUE download script (MNLI's dev splits are
+``dev_matched.tsv`` and ``dev_mismatched.tsv``; the latter is the split ``"dev_mismatched"``, scored
+as ``accuracy_mismatched``).  Files are tab-separated with quoting disabled (``csv.QUOTE_NONE``) and read
 as ``utf-8-sig`` (MRPC starts with a byte-order mark).  Metrics are computed with scipy and
-scikit-learn: Pearson/Spearman (STS-B), Matthews correlation (CoLA), accuracy and F1.
+scikit-learn: Pearson/Spearman (STS-B), Matthews correlation (CoLA), accuracy, F1 (MRPC, QQP) and
+macro-F1 (user tasks with more than two classes).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class TaskSpec:
         Reported metrics; the first is the task's main metric.
     dev_file : str
         File name of the evaluation split.
+    mismatched_file : str or None
+        File of a second evaluation split (MNLI's mismatched genres), read as ``"dev_mismatched"``.
     """
 
     name: str
@@ -50,6 +54,12 @@ class TaskSpec:
     labels: tuple[str, ...] | None
     metrics: tuple[str, ...]
     dev_file: str = "dev.tsv"
+    mismatched_file: str | None = None
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """Names of the evaluation splits (``"dev"``, and ``"dev_mismatched"`` for MNLI)."""
+        return ("dev",) if self.mismatched_file is None else ("dev", "dev_mismatched")
 
     @property
     def is_regression(self) -> bool:
@@ -74,9 +84,10 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("stsb", "STS-B", True, "sentence1", "sentence2", "score", None,
                  ("pearson", "spearman")),
         TaskSpec("qqp", "QQP", True, "question1", "question2", "is_duplicate", ("0", "1"),
-                 ("accuracy", "f1")),
+                 ("f1", "accuracy")),
         TaskSpec("mnli", "MNLI", True, "sentence1", "sentence2", "gold_label",
-                 ("contradiction", "entailment", "neutral"), ("accuracy",), "dev_matched.tsv"),
+                 ("contradiction", "entailment", "neutral"), ("accuracy",), "dev_matched.tsv",
+                 "dev_mismatched.tsv"),
         TaskSpec("qnli", "QNLI", True, "question", "sentence", "label",
                  ("entailment", "not_entailment"), ("accuracy",)),
         TaskSpec("rte", "RTE", True, "sentence1", "sentence2", "label",
@@ -126,7 +137,7 @@ def _column(spec: int | str, header: list[str] | None, path: Path) -> int:
 
 
 def load_split(root: str | Path, task: str | TaskSpec, split: str = "train") -> GlueSplit:
-    """Read ``train`` or ``dev`` of a GLUE task.
+    """Read ``train``, ``dev`` or (MNLI) ``dev_mismatched`` of a GLUE task.
 
     Raises
     ------
@@ -137,12 +148,14 @@ def load_split(root: str | Path, task: str | TaskSpec, split: str = "train") -> 
         has no examples.
     """
     spec = get_task(task) if isinstance(task, str) else task
-    if split not in ("train", "dev"):
-        raise ValueError(f"split must be 'train' or 'dev', got {split!r}")
+    if split not in ("train",) + spec.eval_splits:
+        raise ValueError(f"split of {spec.name} must be one of {('train',) + spec.eval_splits}, "
+                         f"got {split!r}")
     folder = Path(root) / spec.folder
     if not folder.is_dir():
         raise FileNotFoundError(f"GLUE folder {folder} is missing (expected <root>/{spec.folder}/)")
-    path = folder / ("train.tsv" if split == "train" else spec.dev_file)
+    path = folder / {"train": "train.tsv", "dev": spec.dev_file,
+                     "dev_mismatched": spec.mismatched_file}[split]
     if not path.is_file():
         raise FileNotFoundError(f"GLUE file {path} is missing")
     with open(path, encoding="utf-8-sig", newline="") as fh:
@@ -204,6 +217,8 @@ def compute_metrics(task: str | TaskSpec, predictions, labels) -> dict[str, floa
             out[name] = float(accuracy_score(gold, pred))
         elif name == "f1":
             out[name] = float(f1_score(gold, pred))
+        elif name == "macro_f1":
+            out[name] = float(f1_score(gold, pred, average="macro"))
         elif name == "matthews":
             out[name] = float(matthews_corrcoef(gold, pred))
         else:  # pragma: no cover - registry is closed
