@@ -14,19 +14,22 @@ gradient-at-initialization compression; that time is counted in the C-DLN's trai
 MNIST from ``$LOWDIM_DATA/mnist`` (the paper uses FashionMNIST / CIFAR-10, not available offline).
 
 Training: MLP minibatch SGD (``--lr``, ``--momentum``), ViT Adam (``--vit-lr``), batch ``--batch``,
-α = ``--alpha``; the same seed gives the same data order and the same other layers for the three
-models; DLN/C-DLN factors are ε-orthogonal with ``--scale``. Per model, over ``--seeds`` seeds:
-final test accuracy (mean ± std), seconds of training until the test accuracy (measured every
-``--eval-every`` steps, evaluation not timed) first reaches 99% of its final value, median ms per
-training step, MACs per example of the linear maps (attention score/value products excluded, the
-same for the three), training memory (parameters, gradients and optimizer state, plus the tensors
-autograd saves for backward on one batch), trained parameters. For the MLP at seed 0 also: the
+α = ``--alpha`` (the ViT's step follows a cosine annealing to 0, as the paper's). The three models
+of a seed train **side by side**: the same calibration batch, the same other layers and the same
+batches, one training step of each in turn, so the load of a shared machine falls on them alike;
+each model's clock counts only its own building (for C-DLN: the compression) and training steps.
+DLN/C-DLN factors are ε-orthogonal with ``--scale``. Per model, over ``--seeds`` seeds: final test
+accuracy (mean ± std), seconds of training until the test accuracy (measured every
+``--eval-every`` steps, evaluation not timed) first reaches 99% of its final value, the per-seed
+ratio C-DLN / DLN of that time (mean ± std), median ms per training step, MACs per example
+(``torch.utils.flop_counter.FlopCounterMode``, attention's products included:
+:func:`lowdim.nonlinear.count_macs`), training memory (parameters, gradients and optimizer state,
+plus the tensors autograd saves for backward on one batch: :func:`lowdim.nonlinear.training_memory`),
+trained parameters. For the MLP at seed 0 also: the
 singular values of the penultimate weight's update W(T) − W(0) (seed 000 Fig. 1), the subspace
 distance (eq. 14, r = 10) between its top singular subspaces at consecutive evaluations (Fig. 20),
 and D_l, S_l of the MLP's features on 2000 training images with the log-linear fit (seed 004
-Sec. 4.2 on MNIST). ``--lowrank 10 1`` adds MLP rows whose last hidden layers W₂, W₃ are trained as
-``B·A`` of rank 10 (= K) or 1 throughout (the talk, "Low-Rank Training of Nonlinear Networks?";
-``DeepLinear(mode="narrow", depth=2)``, ``B·A`` initialized at scale ε = 1).
+Sec. 4.2 on MNIST). Low-rank training of deeper layers (the talk) is ``benchmarks/lowrank_training.py``.
 
 Usage: ``python benchmarks/nonlinear_table1.py [--arch mlp|vit|both] [--hidden 784 --epochs 5
 --seeds 5]``; the defaults are a reduced run for 2 shared CPU cores. Ends with one JSON line
@@ -50,17 +53,20 @@ from torch import nn
 from lowdim.collapse import collapse_profile
 from lowdim.datasets.mnist import load_mnist
 from lowdim.nonlinear import (
-    DeepLinear,
     VisionTransformer,
     compress_network,
     consecutive_subspace_distances,
+    count_macs,
     default_rank,
     mlp,
+    num_parameters,
     param_groups,
+    training_memory,
     update_singular_values,
 )
 
 MODELS = ("original", "dln", "cdln")
+ROW_KEYS = ("acc", "time_s", "total_s", "ms_per_step", "macs", "mem_mb", "params", "curve")
 
 
 def build(kind: str, arch: str, args, x_cal: torch.Tensor, y_cal: torch.Tensor, seed: int) -> nn.Module:
@@ -75,40 +81,7 @@ def build(kind: str, arch: str, args, x_cal: torch.Tensor, y_cal: torch.Tensor, 
         compress_network(net, x_cal, F.cross_entropy, y_cal, layers=[layer],
                          mode="full" if kind == "dln" else "compressed", rank=args.rank,
                          scale=args.scale, alpha=args.alpha, random_state=seed)
-    elif kind.startswith("lowrank"):  # B·A with r = K (or 1) for W₂, W₃ throughout (the talk)
-        compress_network(net, x_cal, F.cross_entropy, y_cal, layers=["2", "4"], mode="narrow",
-                         depth=2, rank=int(kind[len("lowrank"):]), scale=1.0, random_state=seed)
     return net
-
-
-def macs(net: nn.Module, tokens: int = 1) -> int:
-    """Multiply–accumulates per example of the linear maps (``tokens`` rows through each)."""
-    total = 0
-    for m in net.modules():
-        if isinstance(m, DeepLinear):
-            total += m.macs()
-        elif isinstance(m, nn.Linear):
-            total += m.in_features * m.out_features
-        elif isinstance(m, nn.MultiheadAttention):  # in_proj is a bare parameter
-            total += m.in_proj_weight.numel()
-    return total * tokens
-
-
-def train_memory_mb(net: nn.Module, x: torch.Tensor, state: int) -> float:
-    """Parameters, gradients and ``state`` optimizer buffers per parameter, plus the tensors autograd
-    saves for backward on the batch ``x`` (``saved_tensors_hooks``; parameters not counted twice), MB."""
-    params = {p.data_ptr() for p in net.parameters()}
-    size = sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad)
-    saved: dict[tuple[int, int], int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.data_ptr() not in params:
-            saved[(t.data_ptr(), t.numel())] = t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        net(x).sum()
-    return (size * (2 + state) + sum(saved.values())) / 2**20
 
 
 def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -129,46 +102,85 @@ def measurements(net: nn.Module, snapshots: list[torch.Tensor], x, y, rank: int 
             "D_decay_ratio": round(prof.fit.decay_ratio, 4), "D_fit_r2": round(prof.fit.r2, 4)}
 
 
-def run(kind: str, arch: str, data, args, seed: int, measure: bool = False) -> dict:
+def optimizer_for(arch: str, args):
+    """MLP: SGD with momentum; ViT: Adam (the paper: Adam with cosine annealing)."""
+    if arch == "mlp":
+        return lambda net: torch.optim.SGD(param_groups(net, args.lr), momentum=args.momentum)
+    return lambda net: torch.optim.Adam(param_groups(net, args.vit_lr))
+
+
+class Trainee:
+    """One model of the comparison, its optimizer and its clock (training time only)."""
+
+    def __init__(self, kind: str, arch: str, args, x_cal, y_cal, seed: int, total_steps: int, measure: bool):
+        t0 = time.perf_counter()
+        self.kind, self.net = kind, build(kind, arch, args, x_cal, y_cal, seed)
+        self.make_opt = optimizer_for(arch, args)
+        self.opt = self.make_opt(self.net)
+        self.sched = (None if arch == "mlp"
+                      else torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, total_steps))
+        self.elapsed = time.perf_counter() - t0  # building (C-DLN: compression) counts
+        self.curve: list[tuple[float, float]] = []
+        self.steps: list[float] = []
+        self.snapshots = [self.net[4].weight.detach().clone()] if measure else []
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        t0 = time.perf_counter()
+        self.opt.zero_grad()
+        F.cross_entropy(self.net(x), y).backward()
+        self.opt.step()
+        if self.sched is not None:
+            self.sched.step()
+        self.steps.append(time.perf_counter() - t0)
+        self.elapsed += self.steps[-1]
+
+    def evaluate(self, x, y) -> None:
+        self.curve.append((self.elapsed, accuracy(self.net, x, y)))
+        if self.snapshots:
+            self.snapshots.append(self.net[4].weight.detach().clone())
+
+
+def run_seed(kinds, arch: str, data, args, seed: int, measure: bool = False) -> dict[str, dict]:
+    """Train the models of ``kinds`` side by side: the same batches, one step of each in turn, so
+    machine load falls on them alike; each clock counts only its own building and steps."""
     x_tr, y_tr, x_te, y_te = data
+    epochs, every = ((args.epochs, args.eval_every) if arch == "mlp"
+                     else (args.vit_epochs, args.vit_eval_every))
     g = torch.Generator().manual_seed(seed)
     cal = torch.randperm(len(x_tr), generator=g)[:512]
-    t0 = time.perf_counter()
-    net = build(kind, arch, args, x_tr[cal], y_tr[cal], seed)
-    if arch == "mlp":
-        opt, state = torch.optim.SGD(param_groups(net, args.lr), momentum=args.momentum), 1
-    else:
-        opt, state = torch.optim.Adam(param_groups(net, args.vit_lr)), 2
-    elapsed, curve, steps = time.perf_counter() - t0, [], []
-    snapshots = [net[4].weight.detach().clone()] if measure else []
-    for _ in range(args.epochs):
+    total = epochs * (len(x_tr) // args.batch)
+    models = [Trainee(k, arch, args, x_tr[cal], y_tr[cal], seed, total, measure) for k in kinds]
+    done = 0
+    for _ in range(epochs):
         order = torch.randperm(len(x_tr), generator=g)
         for i in range(0, len(order) - args.batch + 1, args.batch):
-            t0 = time.perf_counter()
             idx = order[i : i + args.batch]
-            opt.zero_grad()
-            F.cross_entropy(net(x_tr[idx]), y_tr[idx]).backward()
-            opt.step()
-            steps.append(time.perf_counter() - t0)
-            elapsed += steps[-1]
-            if len(steps) % args.eval_every == 0:
-                curve.append((elapsed, accuracy(net, x_te, y_te)))
-                if measure:
-                    snapshots.append(net[4].weight.detach().clone())
-    final = accuracy(net, x_te, y_te)
-    curve.append((elapsed, final))
-    to_99 = next(t for t, a in curve if a >= 0.99 * final)
-    extra = measurements(net, snapshots, x_tr[:2000], y_tr[:2000]) if measure else {}
-    tokens = 1 if arch == "mlp" else 17
-    return {**extra, "acc": final, "time_s": to_99, "total_s": elapsed,
-            "ms_per_step": 1e3 * float(np.median(steps)), "macs": macs(net, tokens),
-            "mem_mb": train_memory_mb(net, x_tr[: args.batch], state),
-            "params": sum(p.numel() for p in net.parameters() if p.requires_grad)}
+            for m in models:
+                m.step(x_tr[idx], y_tr[idx])
+            done += 1
+            if done % every == 0 or done == total:
+                for m in models:
+                    m.evaluate(x_te, y_te)
+    return {m.kind: result(m, data, args, measure) for m in models}
+
+
+def result(m: Trainee, data, args, measure: bool) -> dict:
+    x_tr, y_tr, x_te, _ = data
+    final = m.curve[-1][1]
+    to_99 = next(t for t, a in m.curve if a >= 0.99 * final)
+    extra = measurements(m.net, m.snapshots, x_tr[:2000], y_tr[:2000]) if measure else {}
+    batch, labels = x_tr[: args.batch], y_tr[: args.batch]
+    mem = training_memory(m.net, lambda out: F.cross_entropy(out, labels), batch, m.make_opt)
+    return {**extra, "acc": final, "time_s": to_99, "total_s": m.elapsed,
+            "ms_per_step": 1e3 * float(np.median(m.steps)), "macs": count_macs(m.net, x_te[:8]),
+            "mem_mb": mem / 2**20, "params": num_parameters(m.net),
+            "curve": [(round(t, 2), round(a, 4)) for t, a in m.curve]}
 
 
 def summarize(arch: str, results: dict[str, list[dict]], args) -> dict:
     """Print the Table 1 rows of one architecture and return them for the JSON line."""
-    print(f"\n{arch.upper()} on MNIST, {args.seeds} seeds, {args.epochs} epochs, batch {args.batch}, "
+    epochs = args.epochs if arch == "mlp" else args.vit_epochs
+    print(f"\n{arch.upper()} on MNIST, {args.seeds} seeds, {epochs} epochs, batch {args.batch}, "
           f"ε = {args.scale}, r̂ = {args.rank}, α = {args.alpha}, {args.threads} thread(s)")
     print(f"{'model':10s}{'test acc (%)':>16s}{'time→99% (s)':>16s}{'ms/step':>9s}{'MACs':>11s}"
           f"{'mem (MB)':>10s}{'params':>10s}")
@@ -179,15 +191,23 @@ def summarize(arch: str, results: dict[str, list[dict]], args) -> dict:
         ms = float(np.median([r["ms_per_step"] for r in rs]))
         table[kind] = {"acc": [round(acc.mean(), 2), round(acc.std(), 2)],
                        "time_s": [round(t.mean(), 2), round(t.std(), 2)], "ms_per_step": round(ms, 2),
-                       "macs": rs[0]["macs"], "mem_mb": round(rs[0]["mem_mb"], 2), "params": rs[0]["params"]}
+                       "macs": rs[0]["macs"], "mem_mb": round(rs[0]["mem_mb"], 2), "params": rs[0]["params"],
+                       "acc_per_seed": [round(a, 2) for a in acc], "time_per_seed": [round(v, 1) for v in t]}
         print(f"{kind:10s}{acc.mean():9.2f} ± {acc.std():4.2f}{t.mean():9.1f} ± {t.std():4.1f}{ms:9.1f}"
               f"{rs[0]['macs']:11.3e}{rs[0]['mem_mb']:10.2f}{rs[0]['params']:10d}")
-    if "dln" in table and "cdln" in table:
-        ratio = table["cdln"]["time_s"][0] / table["dln"]["time_s"][0]
+    if "dln" in table and "cdln" in table:  # per seed: the models of one seed trained side by side
+        ratios = np.array(table["cdln"]["time_per_seed"]) / np.array(table["dln"]["time_per_seed"])
+        gap = np.array(table["cdln"]["acc_per_seed"]) - np.array(table["dln"]["acc_per_seed"])
         step_ratio = table["cdln"]["ms_per_step"] / table["dln"]["ms_per_step"]
-        print(f"C-DLN / DLN: time to 99% of final accuracy {ratio:.2f} (paper MLP 0.57, ViT 0.69; "
-              f"target ≤ 0.6), per training step {step_ratio:.2f}")
-        table["cdln_over_dln_time"], table["cdln_over_dln_step"] = round(ratio, 3), round(step_ratio, 3)
+        met = ratios.mean() <= 0.6 and table["cdln"]["acc"][0] >= table["dln"]["acc"][0]
+        print(f"C-DLN / DLN: time to 99% of final accuracy {ratios.mean():.2f} ± {ratios.std():.2f} over "
+              f"seeds (paper MLP 0.57, ViT 0.69; target ≤ 0.6 at no lower accuracy: "
+              f"{'met' if met else 'NOT met'}), per training step {step_ratio:.2f}; accuracy "
+              f"C-DLN − DLN {gap.mean():+.2f} ± {gap.std():.2f} points")
+        table["cdln_over_dln_time"] = [round(float(ratios.mean()), 3), round(float(ratios.std()), 3)]
+        table["cdln_over_dln_step"] = round(step_ratio, 3)
+        table["cdln_minus_dln_acc"] = [round(float(gap.mean()), 2), round(float(gap.std()), 2)]
+        table["target_met"] = bool(met)
     if all("update_sv_top" in rs[0] for rs in results.values()):
         print("seed 0, penultimate weight W(t) (end-to-end for DLN / C-DLN) and MNIST features:")
         for kind in results:
@@ -205,6 +225,23 @@ def summarize(arch: str, results: dict[str, list[dict]], args) -> dict:
     return table
 
 
+def summarize_logs(args) -> int:
+    """The tables and JSON line from the per-seed lines ``{arch} seed {s} {kind} … {json}`` of logs."""
+    out: dict = {"benchmark": "nonlinear_table1", "mlp": None, "vit": None}
+    for arch in ("mlp", "vit"):
+        results: dict[str, list[dict]] = {}
+        for log in args.summarize:
+            for line in open(log, encoding="utf-8"):
+                if line.startswith(f"{arch} seed ") and "{" in line:
+                    kind = line.split()[3]
+                    results.setdefault(kind, []).append(json.loads(line[line.index("{"):]))
+        if results:
+            args.seeds = min(len(rs) for rs in results.values())
+            out[arch] = summarize(arch, {k: rs[: args.seeds] for k, rs in results.items()}, args)
+    print(json.dumps(out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("LOWDIM_DATA", "../shared/data"))
@@ -218,21 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vit-lr", type=float, default=1e-3, help="ViT Adam step")
     ap.add_argument("--vit-dim", type=int, default=64)
     ap.add_argument("--vit-depth", type=int, default=4)
-    ap.add_argument("--vit-mlp", type=int, default=256)
-    ap.add_argument("--vit-train-size", type=int, default=10000)
-    ap.add_argument("--vit-test-size", type=int, default=2000)
+    ap.add_argument("--vit-mlp", type=int, default=384, help="MLP width (6 × dim, as the paper's 3072/512)")
+    ap.add_argument("--vit-epochs", type=int, default=2)
+    ap.add_argument("--vit-eval-every", type=int, default=104)
+    ap.add_argument("--vit-train-size", type=int, default=60000)
+    ap.add_argument("--vit-test-size", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--train-size", type=int, default=60000)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    ap.add_argument("--lowrank", type=int, nargs="*", default=[],
-                    help="also train the MLP with W₂, W₃ as B·A of these ranks (the talk: 10 and 1)")
+    ap.add_argument("--summarize", nargs="+", default=None, metavar="LOG",
+                    help="rebuild the tables and the JSON line from the per-seed lines of logs of "
+                         "earlier (possibly unfinished) runs with the same settings, and exit")
     args = ap.parse_args(argv)
+    if args.summarize:
+        return summarize_logs(args)
     torch.set_num_threads(args.threads)
-    kinds = tuple(args.models) + tuple(f"lowrank{r}" for r in args.lowrank)
 
     train, test = load_mnist("train", args.data), load_mnist("test", args.data)
     out: dict = {"benchmark": "nonlinear_table1", "mlp": None, "vit": None}
@@ -240,15 +281,14 @@ def main(argv: list[str] | None = None) -> int:
         n, m = (args.train_size, None) if arch == "mlp" else (args.vit_train_size, args.vit_test_size)
         data = (torch.as_tensor(train.images[:n]), torch.as_tensor(train.labels[:n]),
                 torch.as_tensor(test.images[:m]), torch.as_tensor(test.labels[:m]))
-        arch_kinds = kinds if arch == "mlp" else tuple(args.models)
-        results: dict[str, list[dict]] = {k: [] for k in arch_kinds}
+        results: dict[str, list[dict]] = {k: [] for k in args.models}
         for seed in range(args.seeds):
-            for kind in arch_kinds:  # interleaved, so machine load affects them alike
-                r = run(kind, arch, data, args, seed, measure=arch == "mlp" and seed == 0)
+            runs = run_seed(args.models, arch, data, args, seed, measure=arch == "mlp" and seed == 0)
+            for kind, r in runs.items():
                 results[kind].append(r)
                 print(f"{arch} seed {seed} {kind:9s} acc {100 * r['acc']:.2f}%  time→99% "
-                      f"{r['time_s']:.1f}s  total {r['total_s']:.1f}s  {r['ms_per_step']:.1f} ms/step",
-                      flush=True)
+                      f"{r['time_s']:.1f}s  total {r['total_s']:.1f}s  {r['ms_per_step']:.1f} ms/step  "
+                      + json.dumps({k: v for k, v in r.items() if k in ROW_KEYS}), flush=True)
         out[arch] = summarize(arch, results, args)
     print(json.dumps(out))
     return 0

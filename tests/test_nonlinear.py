@@ -14,6 +14,8 @@ from lowdim.nonlinear import (
     VisionTransformer,
     compress_network,
     default_rank,
+    factorize_layers,
+    hidden_linears,
     mlp,
     param_groups,
 )
@@ -169,17 +171,34 @@ def test_vit_last_block_layer_becomes_a_cdln_and_folds_back():
     assert torch.allclose(vit(x), out, atol=1e-12)
 
 
-def test_low_rank_ba_layers():
-    """The talk's low-rank training: hidden layers as ``B·A`` of rank K throughout (narrow, depth 2)."""
+def test_factorize_layers_is_the_talks_low_rank_training():
+    """``W = B·A`` of rank r for the last two hidden layers, balanced, trained throughout."""
     model, (x, y) = _net(), _data()
-    rep = compress_network(model, x, F.cross_entropy, y, layers=["2", "4"], mode="narrow", depth=2,
-                           rank=K, scale=1.0)
-    assert rep.layers == {"2": "narrow", "4": "narrow"}
-    for name in ("2", "4"):
-        layer = model.get_submodule(name)
-        assert layer.factorization.dims == [HIDDEN, K, HIDDEN]
+    layers = factorize_layers(model, rank=K)
+    assert sorted(layers) == ["2", "4"] == hidden_linears(_net())
+    for name, layer in layers.items():
+        a, b = (f.detach() for f in layer.factorization.factors)
+        assert model.get_submodule(name) is layer and layer.factorization.dims == [HIDDEN, K, HIDDEN]
         assert torch.linalg.matrix_rank(layer.weight.detach()) == K
-    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in _net().parameters())
-    default = _net()
-    compress_network(default, x, F.cross_entropy, y, mode="narrow", scale=1.0)   # r̂ = 4·K = 16
-    assert default[4].factorization.dims == [HIDDEN, 4 * K, 4 * K, HIDDEN]
+        assert torch.allclose(a @ a.T, b.T @ b, atol=1e-12)         # balanced: AAᵀ = BᵀB
+        assert layer.num_parameters() == 2 * HIDDEN * K + HIDDEN
+    with torch.no_grad():                                           # scale kept (not ~√(r/d))
+        sizes = [float(model[:3](x).norm()), float(_net()[:3](x).norm())]
+    assert 0.2 < sizes[0] / sizes[1] < 5
+    orth = factorize_layers(_net(), rank=2, layers=["4"], init="orthogonal")["4"]
+    a, b = (f.detach() for f in orth.factorization.factors)
+    assert torch.allclose(a @ a.T, torch.eye(2, dtype=a.dtype), atol=1e-12)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = F.cross_entropy(model(x), y).item()
+    for _ in range(60):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    with pytest.raises(ValueError, match="rank must be smaller than min"):
+        factorize_layers(_net(), rank=HIDDEN)
+    with pytest.raises(TypeError, match="not an nn.Linear"):
+        factorize_layers(_net(), rank=2, layers=["1"])
+    with pytest.raises(ValueError, match="none lies between the first and the last"):
+        factorize_layers(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)), rank=1)

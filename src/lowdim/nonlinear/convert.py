@@ -13,7 +13,9 @@ at their full-width initialization ``Θ(0)`` (weight ``W_{L:1}(0)``, bias kept) 
   ``r̂ = 2r``; its bases are folded into the outer factors, so the layer is the C-DLN chain
   ``[W̃_1 V_{1,1}ᵀ, W̃_2, …, W̃_{L−1}, U_{L,1} W̃_L]`` with multipliers ``[α, 1, …, 1, α]``.
 
-:func:`param_groups` gives the optimizer groups of a whole network (α reaches the outer factors).
+:func:`factorize_layers` trains chosen layers as low-rank ``B·A`` throughout (the talk, seed 002,
+"Low-Rank Training of Nonlinear Networks?"). :func:`param_groups` gives the optimizer groups of a
+whole network (α reaches the outer factors).
 """
 
 from __future__ import annotations
@@ -31,14 +33,14 @@ from .._validation import check_choice, check_positive
 from ..compression import invariant_subspace_compression, spectral_compression
 from ..defaults import DEPTH, NETWORK_INIT_SCALE
 from ..dynamics import rank_from_singular_values
-from ..factorization import DeepFactorization
+from ..factorization import DeepFactorization, init_factor
 from ..gradients import calibration_pass
 from ..initialization import FullWidthInit, ImplicitOrthogonalInit, as_init
 from ..linalg import LinearMap
 from ..operators import Regression
 from .deep_linear import DeepLinear, check_layer_rank, default_rank
 
-__all__ = ["ConversionReport", "compress_network", "param_groups"]
+__all__ = ["ConversionReport", "compress_network", "factorize_layers", "hidden_linears", "param_groups"]
 
 INIT_FROM = ("auto", "correlation", "gradient")
 
@@ -73,6 +75,98 @@ def penultimate_linear(model: nn.Module) -> str:
             f"model has {len(names)} nn.Linear layer(s); pass layers=[...] naming the ones to convert"
         )
     return names[-2]
+
+
+def hidden_linears(model: nn.Module) -> list[str]:
+    """Names of the ``nn.Linear`` layers after the first and before the last (an MLP's deeper hidden layers).
+
+    For the 3-hidden-layer MLP of :func:`~lowdim.nonlinear.mlp` these are ``["2", "4"]``: the last
+    two hidden layers, which the talk (seed 002) factorizes.
+    """
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if len(names) < 3:
+        raise ValueError(f"model has {len(names)} nn.Linear layer(s), so none lies between the first "
+                         "and the last; pass layers=[...] naming the ones to factorize")
+    return names[1:-1]
+
+
+FACTOR_INITS = ("linear", "orthogonal")
+
+
+def factorize_layers(
+    model: nn.Module,
+    rank: int,
+    *,
+    layers: Sequence[str] | None = None,
+    init: str = "linear",
+    random_state: int = 0,
+) -> dict[str, DeepLinear]:
+    r"""Replace ``layers`` of ``model`` (in place) by trainable low-rank products ``W = B·A`` of rank ``r``.
+
+    The talk's "Low-Rank Training of Nonlinear Networks?" (seed 002): the weights of deeper layers
+    are ``B A`` with ``B ∈ R^{d_out×r}``, ``A ∈ R^{r×d_in}`` throughout training, ``r`` about the
+    number of classes ``K`` (relaxed in shallower layers). Each is a :class:`DeepLinear` of mode
+    "narrow" and depth 2 (``fold()`` gives back one ``nn.Linear``); biases are kept.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    rank : int
+        ``r``, ``1 <= r < min(d_in, d_out)`` for every chosen layer.
+    layers : sequence of str, optional
+        Names of ``nn.Linear`` layers; default :func:`hidden_linears` (for a 3-hidden-layer MLP, the
+        last two hidden layers, as in the talk).
+    init : {"linear", "orthogonal"}, default="linear"
+        "linear": the product of ``A`` and ``B`` drawn as PyTorch draws an ``nn.Linear`` of its
+        shape (Kaiming-uniform on its fan-in), so ``‖B A x‖`` starts at a size that does not
+        shrink with ``r``, then balanced (``B = U Σ^{1/2}``, ``A = Σ^{1/2} Vᵀ`` from the SVD of
+        that product, so ``BᵀB = A Aᵀ``: neither factor's gradient dwarfs the other's);
+        "orthogonal": ``A`` with orthonormal rows and ``B`` with orthonormal columns
+        (``‖BAx‖ = ‖P x‖``, which for ``r ≪ d`` starts far smaller than the layer it replaces).
+    random_state : int
+
+    Returns
+    -------
+    dict of str to DeepLinear
+        The new layers by name.
+
+    Examples
+    --------
+    >>> from lowdim.nonlinear import mlp
+    >>> net = mlp(784, 784, 10)
+    >>> new = factorize_layers(net, rank=10)
+    >>> sorted(new), new["2"].factorization.dims
+    (['2', '4'], [784, 10, 784])
+    """
+    init = check_choice("init", init, FACTOR_INITS)
+    chosen = _resolve(model, hidden_linears(model) if layers is None else layers)
+    gen = torch.Generator().manual_seed(int(random_state))
+    new = {}
+    for name, linear in chosen.items():
+        layer = DeepLinear.from_linear(linear, mode="narrow", depth=2, rank=rank, scale=1.0,
+                                       random_state=gen)
+        if init == "linear":
+            factors = _balanced_linear_factors(linear, rank, gen)
+        else:
+            a = init_factor(rank, linear.in_features, 1.0, "orthogonal", generator=gen)
+            b = init_factor(linear.out_features, rank, 1.0, "orthogonal", generator=gen)
+            factors = [a.to(linear.weight.dtype), b.to(linear.weight.dtype)]
+        layer.set_factors(factors)
+        _replace(model, name, layer)
+        new[name] = layer
+    return new
+
+
+def _balanced_linear_factors(linear: nn.Linear, rank: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """``[A, B]``: ``B A`` of Kaiming-uniform ``A``, ``B`` (``nn.Linear``'s default), balanced by its SVD."""
+    a = torch.empty(rank, linear.in_features, dtype=torch.float64)
+    b = torch.empty(linear.out_features, rank, dtype=torch.float64)
+    for f in (a, b):  # nn.Linear.reset_parameters: kaiming_uniform_(a=√5) on the fan-in
+        nn.init.kaiming_uniform_(f, a=5**0.5, generator=gen)
+    u, s, vh = torch.linalg.svd(b @ a, full_matrices=False)
+    root = s[:rank].sqrt()
+    dtype = linear.weight.dtype
+    return [(root[:, None] * vh[:rank]).to(dtype), (u[:, :rank] * root).to(dtype)]
 
 
 def _resolve(model: nn.Module, layers: Sequence[str] | None) -> dict[str, nn.Linear]:

@@ -1,0 +1,62 @@
+"""MACs, training FLOPs, training memory and parameters (the Table 1 / talk columns) against
+counts written out independently from the layer shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lowdim.nonlinear import (
+    DeepLinear,
+    VisionTransformer,
+    count_macs,
+    mlp,
+    num_parameters,
+    training_flops,
+    training_memory,
+)
+
+
+def test_macs_of_an_mlp_and_a_deep_linear_layer():
+    net = mlp(30, 20, 4)
+    assert count_macs(net, torch.zeros(5, 30)) == 30 * 20 + 20 * 20 + 20 * 20 + 20 * 4
+    layer = DeepLinear(30, 20, mode="compressed", rank=6)
+    assert count_macs(layer, torch.zeros(3, 30)) == 30 * 6 + 6 * 6 + 6 * 20 == layer.macs()
+
+
+def test_macs_of_a_vit_include_attention():
+    dim, mlp_dim, depth, tokens, classes = 16, 48, 2, 5, 3          # 8×8 images, 4×4 patches: 4 + cls
+    vit = VisionTransformer(image=8, patch=4, dim=dim, depth=depth, heads=2, mlp_dim=mlp_dim,
+                            num_classes=classes)
+    per_token = 3 * dim * dim + dim * dim + 2 * dim * mlp_dim       # q, k, v, out; fc1, fc2
+    attention = 2 * tokens * tokens * dim                            # Q Kᵀ and A V (all heads)
+    expected = 4 * 16 * dim + depth * (tokens * per_token + attention) + dim * classes
+    assert count_macs(vit, torch.zeros(2, 64)) == expected
+
+
+def test_training_flops_of_forward_and_backward():
+    a, b, c = 30, 20, 4
+    net = torch.nn.Sequential(torch.nn.Linear(a, b), torch.nn.ReLU(), torch.nn.Linear(b, c))
+    # forward 2ab + 2bc; backward: weight gradients 2ab + 2bc, input gradient of layer 2 only 2bc
+    assert training_flops(net, lambda out: out.sum(), torch.zeros(6, a)) == 4 * a * b + 6 * b * c
+    assert net[0].weight.grad is None                                # counted on a copy
+
+
+@pytest.mark.parametrize("optimizer,states", [
+    (lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), 1),
+    (lambda m: torch.optim.Adam(m.parameters(), lr=1e-3), 2),
+])
+def test_training_memory_counts_weights_gradients_state_and_activations(optimizer, states):
+    a, b, c, n = 30, 20, 4, 8
+    net = torch.nn.Sequential(torch.nn.Linear(a, b), torch.nn.ReLU(), torch.nn.Linear(b, c))
+    params = num_parameters(net)
+    assert params == a * b + b + b * c + c
+    labels = torch.zeros(n, dtype=torch.long)
+    got = training_memory(net, lambda out: F.cross_entropy(out, labels), torch.zeros(n, a), optimizer)
+    # saved for backward, each storage once: the input (n·a), the ReLU output (n·b, which the 2nd
+    # matmul saves too), the log-softmax output (n·c), the labels (n int64) and NLL's total weight
+    # (one float); weights (and their transposed views) are not activations
+    activations = 4 * (n * a + n * b + n * c) + 8 * n + 4
+    assert got == 4 * params * (2 + states) + activations
+    assert all(p.grad is None for p in net.parameters())            # the model is untouched
