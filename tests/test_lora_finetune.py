@@ -111,7 +111,8 @@ def tiny_model_dir(tmp_path_factory):
 def test_tiny_finetune_decreases_training_loss(glue_root, tiny_model_dir, method):
     cfg = FinetuneConfig(
         model=str(tiny_model_dir), data_root=str(glue_root), task="stsb", methods=(method,),
-        n_train=(16,), seeds=(0,), lora_lr=1e-3, deeplora_lr=1e-2, head_lr=3e-2, max_steps=40, window=3, rel_tol=1e-9,
+        n_train=(16,), seeds=(0,), lora_lr=1e-3, deeplora_lr=1e-2, head_lr=3e-2, max_steps=40,
+        window=3, rel_tol=1e-9,
         max_length=32, max_eval=48, progress=False,
     )
     train = load_split(glue_root, "stsb", "train")

@@ -515,6 +515,7 @@ def run_one(
         "head_lr": cfg.head_lr,
         "metrics": metrics,
         "main": metrics[task.main_metric],
+        "n_eval": {name: len(data) for name, data in evals.items()},
         "steps": len(losses),
         "stopped": stop,
         "baseline_loss": baseline,

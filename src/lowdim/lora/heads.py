@@ -179,7 +179,8 @@ def load_task_model(model: str | Path, num_labels: int, *, pooling: str = "auto"
     torch.manual_seed(seed)
     if mode == "pooler":
         kwargs = {"problem_type": "regression"} if num_labels == 1 else {}
-        net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=num_labels, **kwargs)
+        net = AutoModelForSequenceClassification.from_pretrained(
+            model, num_labels=num_labels, ignore_mismatched_sizes=True, **kwargs)  # a new head
     else:
         try:  # BERT-style encoders: drop the unused pooler
             encoder = AutoModel.from_pretrained(model, add_pooling_layer=False)
