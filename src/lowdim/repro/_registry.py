@@ -23,7 +23,8 @@ __all__ = ["Check", "Figure", "SIZES", "VERDICTS", "get_figure", "register", "re
 SIZES = ("quick", "paper")
 VERDICTS = ("held", "partly", "did not hold")
 #: Modules holding the figures, one per paper (imported on first use of the registry).
-_FIGURE_MODULES = ("lowdim.repro.seed003", "lowdim.repro.seed004", "lowdim.repro.seed000")
+_FIGURE_MODULES = ("lowdim.repro.seed003", "lowdim.repro.seed004", "lowdim.repro.seed000",
+                   "lowdim.repro.seed000_incremental")
 _REGISTRY: dict[str, Figure] = {}
 
 

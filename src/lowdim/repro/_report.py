@@ -21,6 +21,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 max-width:1100px;padding:0 1em;color:#1f2328;line-height:1.45}
 table{border-collapse:collapse;margin:1em 0;width:100%}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top;font-size:14px}
+td:first-child{white-space:nowrap}
 th{background:#f6f8fa}.verdict{font-weight:bold;color:#fff;padding:2px 8px;border-radius:10px;
 white-space:nowrap}section{border-top:2px solid #d0d7de;margin-top:2em;padding-top:.5em}
 img{max-width:100%;border:1px solid #d0d7de}code,pre{background:#f6f8fa;font-size:13px}

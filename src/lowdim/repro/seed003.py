@@ -26,6 +26,12 @@ from ._common import COLORS, fmt, gaps, history_data, joint_pca, reached, run_re
 from ._registry import Check, Figure, register
 
 PAPER = "003 (Yaras et al., compressible dynamics)"
+#: The figures this module registers, by id (seed 004 re-registers some under its own captions).
+FIGURES: dict[str, Figure] = {}
+
+
+def _register(figure: Figure) -> None:
+    FIGURES[figure.id] = register(figure)
 
 
 # ----------------------------------------------------------------------------- Fig. 2
@@ -86,7 +92,7 @@ def _fig2_check(data: dict, s: dict) -> list[Check]:
     ]
 
 
-register(Figure(
+_register(Figure(
     id="003-fig2", paper=PAPER,
     caption="Benefits of depth & width in overparameterized matrix completion with d = 100, r* = 5, "
             "ε_l = 1e-3 and 30% of entries observed. Left: recovery error vs. width for shallow and deep "
@@ -101,7 +107,7 @@ register(Figure(
         "test": dict(d=40, rank=2, fraction=0.35, scale=1e-2, depths=[2, 3], widths=[2, 40],
                      lr_times_p=0.5, tol=1e-10, max_iter=2000, eval_every=50, deep_error_max=1e-4),
     },
-    estimate={"quick": 40, "paper": 120},
+    estimate={"quick": 90, "paper": 550},
     compute=_fig2_compute, plot=_fig2_plot, check=_fig2_check,
     notes="Widths are the hidden widths d_1 = … = d_{L−1}, ε-orthogonal (semi-orthogonal) initialization; "
           "step 0.5/p on the summed loss ½Σ_Ω; 'converge' is relative loss ≤ 1e-10 (the paper's '1e-10 "
@@ -132,6 +138,25 @@ def _block_angles(vecs: torch.Tensor, vals: torch.Tensor, ref_vecs: torch.Tensor
     return moving.tolist() + stay.tolist()
 
 
+def _rho_heavy_ball(scales: list[float], lr: float, steps: int, weight_decay: float = 0.0,
+                    momentum: float = 0.0) -> np.ndarray:
+    """ρ_l(t) of eq. 6 (seed 003), and under heavy-ball momentum μ (seed 004 eq. 16) the same
+    recursion with ``ρ(t+1) = ρ(t) − η g(ρ(t)) + μ(ρ(t) − ρ(t−1))``, ``g_l = ρ_l(λ + ∏_{k≠l} ρ_k²)``:
+    the invariant block's gradient is exactly ``g`` (Theorem 2.1's proof), so momentum keeps the form.
+    (A candidate for :mod:`lowdim.theory`; with μ = 0 it is :func:`lowdim.theory.rho_recursion`.)"""
+    if momentum == 0:
+        return rho_recursion(scales, lr, steps, weight_decay)
+    rho = np.empty((steps + 1, len(scales)))
+    rho[0] = scales
+    buf = np.zeros(len(scales))
+    for t in range(steps):
+        p = rho[t]
+        grad = p * (weight_decay + np.array([np.prod(np.delete(p, l) ** 2) for l in range(len(p))]))
+        buf = momentum * buf + grad if t else grad
+        rho[t + 1] = p - lr * buf
+    return rho
+
+
 def svd_evolution(op: MeasurementOperator, s: dict, seed: int, progress: bool, label: str) -> dict:
     """Singular values of every factor over GD and the angles of their singular vectors to those at
     t = 1 (the first iterate with distinct values, cluster-aware), with Theorem 2.1's residuals."""
@@ -139,7 +164,8 @@ def svd_evolution(op: MeasurementOperator, s: dict, seed: int, progress: bool, l
     model = DeepFactorization([d] * (s["depth"] + 1), scale=s["scale"], random_state=seed)
     us, vs = invariant_bases(model, op, r)
     u2, v2 = [u[:, 2 * r:] for u in us], [v[:, 2 * r:] for v in vs]
-    rho = rho_recursion([s["scale"]] * s["depth"], s["lr"], s["steps"], s.get("weight_decay", 0.0))
+    rho = _rho_heavy_ball([s["scale"]] * s["depth"], s["lr"], s["steps"], s.get("weight_decay", 0.0),
+                          s.get("momentum", 0.0))
     layers = list(range(s["depth"])) if s.get("all_layers") else [0]
     rec = {l: {"sigma": [], "angle_v": [], "angle_u": []} for l in layers}
     refs, worst, iters = {}, [0.0], []
@@ -160,9 +186,9 @@ def svd_evolution(op: MeasurementOperator, s: dict, seed: int, progress: bool, l
 
     h = train(model, op, lr=s["lr"], max_iter=s["steps"], weight_decay=s.get("weight_decay", 0.0),
               momentum=s.get("momentum", 0.0), callback=observe, progress=progress)
-    w1 = model.factors[0].detach()
-    final_sv = torch.linalg.svdvals(w1)
-    repeated = int(((final_sv - rho[-1, 0]).abs() <= 1e-9 * max(rho[-1, 0], 1e-300)).sum())
+    repeated = min(  # over the recorded layers: singular values of W_l(T) equal to ρ_l(T)
+        int(((torch.linalg.svdvals(model.factors[l].detach()) - rho[-1, l]).abs()
+             <= 1e-9 * max(rho[-1, l], 1e-300)).sum()) for l in layers)
     return {"iterations": iters, "layers": {str(l + 1): rec[l] for l in layers}, "loss": h.loss[-1],
             "max_relative_residual": worst[0], "rho_final": float(rho[-1, 0]),
             "repeated_at_rho": repeated, "label": label}
@@ -191,23 +217,24 @@ def svd_evolution_plot(data: dict, s: dict):
             y = np.asarray(rec[key])
             for i in range(y.shape[1]):
                 moving = i < y.shape[1] - (d - 2 * r)
-                a.plot(t, y[:, i], lw=1.4 if moving else 1, color=f"C{1 + i % 8}" if moving else "0.4",
+                a.plot(t, y[:, i], lw=1.4 if moving else 2.5, color=f"C{1 + i % 8}" if moving else "k",
                        label=("the other 2r" if i == 0 else None) if moving else
                        (f"invariant d − 2r = {d - 2 * r}" if i == y.shape[1] - 1 else None))
             a.set(xlabel="iteration t", ylabel="angle (radians)",
                   title=f"∠({vec}_i(t), {vec}_i(1)) of W_{name}")
-            a.legend(loc="center right")
+            a.legend(loc="best")
     return fig
 
 
 def svd_evolution_check(data: dict, s: dict) -> list[Check]:
     d, r = s["d"], s["rank"]
-    rec = data["layers"]["1"]
-    angles = np.asarray(rec["angle_v"] + rec["angle_u"])
+    which = "W_1" if len(data["layers"]) == 1 else "every W_l"
+    rule = "eq. 6 with momentum" if s.get("momentum") else "eq. 6"
+    angles = np.asarray([a for rec in data["layers"].values() for a in rec["angle_v"] + rec["angle_u"]])
     moved = float(angles[:, : 2 * r].max()) if angles.shape[1] == d else 0.0
     stay = float(angles[:, 2 * r:].max()) if angles.shape[1] == d else float("inf")
     return [
-        Check(f"W_1(t) keeps a singular value ρ(t) (eq. 6) repeated d − 2r = {d - 2 * r} times",
+        Check(f"{which}(t) keeps a singular value ρ(t) ({rule}) repeated d − 2r = {d - 2 * r} times",
               data["repeated_at_rho"] >= d - 2 * r,
               f"{data['repeated_at_rho']} singular values equal ρ(T) = {fmt(data['rho_final'])}"),
         Check("the invariant subspaces stay put: ‖W_l V_l,2 − ρ_l U_l,2‖ ≤ 1e-8·ρ√(d−2r) at every t",
@@ -230,7 +257,7 @@ _SVD_SIZES = {
     "test": dict(d=20, rank=2, depth=3, scale=1.0, lr=0.1, steps=300, every=10),
 }
 
-register(Figure(
+_register(Figure(
     id="003-fig3", paper=PAPER,
     caption="Evolution of SVD of weight matrices: the first layer of an L = 3 deep matrix factorization "
             "of a random matrix with d = 30, r* = 3, ε_l = 1, GD without weight decay. Left: σ_i(t). "
@@ -326,14 +353,14 @@ DMF_SIZES = {
                  snapshot_every=5, min_speedup=1.0),
 }
 
-register(Figure(
+_register(Figure(
     id="003-fig4", paper=PAPER,
     caption="Network compression for deep matrix factorization: original problem (2) vs. compressed "
             "problem (9) with L = 3, d = 1000, r = r* = 5, ε_l = 1e-3. Left: principal components of "
             "end-to-end GD trajectories. Right: training loss vs. wall-time.",
     claim="The compressed factorization (4Lr² trained numbers) follows the original end-to-end trajectory "
           "(to Prop. 2.2's bound) and reaches the same loss in the same iterations, many times faster.",
-    sizes=DMF_SIZES, estimate={"quick": 40, "paper": 900},
+    sizes=DMF_SIZES, estimate={"quick": 70, "paper": 900},
     compute=dmf_compression, plot=dmf_plot, check=dmf_check,
     notes="Step 0.6 on ½‖W − Φ‖² with σ_max(Φ) = 1; both start from the same Θ(0); the compressed "
           "model's bases are frozen (γ = 0, training on the folded 2r × 2r problem); its time includes "
@@ -426,7 +453,7 @@ def _hist(d: dict):
     return History.from_dict(d)
 
 
-register(Figure(
+_register(Figure(
     id="003-fig5", paper=PAPER,
     caption="Network compression for deep matrix completion: original problem (10) vs. compressed "
             "problem (11) with γ discrepant updates (γ = 0.01) and ablating γ (γ = 0), L = 3, d = 1000, "
@@ -437,12 +464,12 @@ register(Figure(
     sizes={
         "paper": dict(d=1000, rank=5, fraction=0.2, depth=3, scale=1e-3, gamma="default", lr_times_p=0.5,
                       max_iter=6000, target_error=1e-4, eval_every=10, snapshot_every=5),
-        "quick": dict(d=200, rank=5, fraction=0.2, depth=3, scale=1e-3, gamma="default", lr_times_p=0.5,
+        "quick": dict(d=150, rank=5, fraction=0.2, depth=3, scale=1e-3, gamma="default", lr_times_p=0.5,
                       max_iter=6000, target_error=1e-4, eval_every=10, snapshot_every=5),
         "test": dict(d=60, rank=2, fraction=0.3, depth=3, scale=1e-2, gamma="default", lr_times_p=0.5,
                      max_iter=2000, target_error=1e-4, eval_every=10, snapshot_every=5),
     },
-    estimate={"quick": 50, "paper": 1200},
+    estimate={"quick": 80, "paper": 1200},
     compute=_fig5_compute, plot=_fig5_plot, check=_fig5_check,
     notes="γ is lowdim.default_gamma(L) = 0.15 at L = 3: the paper's γ = 0.01 carried to σ_max(Φ) = 1 data "
           "(the paper does not state its target's scale). Step 0.5/p on ½Σ_Ω; the compressed models train "
@@ -510,7 +537,7 @@ def _fig10_check(data: dict, s: dict) -> list[Check]:
     ]
 
 
-register(Figure(
+_register(Figure(
     id="003-fig10", paper=PAPER,
     caption="Comparing efficiency of compressed networks vs. randomly initialized narrow networks for deep "
             "matrix completion with different overestimated r and L = 3, d = 1000, r* = 5, ε_l = 1e-3, 20% "
@@ -520,12 +547,12 @@ register(Figure(
     sizes={
         "paper": dict(d=1000, rank=5, fraction=0.2, depth=3, scale=1e-3, ranks=[5, 10, 15, 20, 25],
                       lr_times_p=0.5, max_iter=30000, target_error=1e-3, eval_every=10),
-        "quick": dict(d=200, rank=5, fraction=0.2, depth=3, scale=1e-3, ranks=[5, 10, 20],
-                      lr_times_p=0.5, max_iter=15000, target_error=1e-3, eval_every=10),
+        "quick": dict(d=150, rank=5, fraction=0.2, depth=3, scale=1e-3, ranks=[5, 10, 15],
+                      lr_times_p=0.5, max_iter=12000, target_error=1e-3, eval_every=10),
         "test": dict(d=60, rank=2, fraction=0.3, depth=3, scale=1e-2, ranks=[2, 4],
                      lr_times_p=0.5, max_iter=3000, target_error=1e-3, eval_every=10),
     },
-    estimate={"quick": 60, "paper": 1500},
+    estimate={"quick": 90, "paper": 1500},
     compute=_fig10_compute, plot=_fig10_plot, check=_fig10_check,
     notes="'Converge' is relative recovery error ≤ 1e-3. The narrow baseline is lowdim.narrow_factorization "
           "(width 2r̂, N(0, ε²/d) initialization); both train on the observed entries only; the compressed "
