@@ -41,7 +41,11 @@ def test_preset_auto_reads_ratings_and_exact_data(fitted, ratings):
     st = fitted.settings_
     assert (st["preset"], st["method"], st["bias"], st["clip"]) == ("ratings", "spectral", "both", True)
     assert st["validation_fraction"] == 0.1 and st["rank"] == 40
-    assert len(fitted.validation_rmse_) == fitted.n_iter_ // 2 + 1  # early stopping watches
+    assert (st["implicit"], st["side_weight"], st["refit"]) == (5.0, 3.0, True)
+    # early stopping watched the first run; the refit on all entries ran to its best iteration
+    its = fitted.validation_iterations_
+    assert its == list(range(0, its[-1] + 1, 2)) and fitted.refitted_
+    assert fitted.n_iter_ == fitted.best_iteration_ == its[int(np.argmin(fitted.validation_rmse_))]
     pred = fitted.complete()
     assert pred.min() >= 1 and pred.max() <= 5
     bias_only = DeepMatrixCompletion(max_iter=0, random_state=0).fit(ratings)
@@ -152,6 +156,36 @@ def test_save_load_round_trip(fitted, ratings, tmp_path):
     baseline = AltMin(rank=2, max_iter=5, bias="both").fit(ratings)
     again = AltMin.load(baseline.save(tmp_path / "altmin.safetensors"))
     np.testing.assert_array_equal(again.predict(ratings), baseline.predict(ratings))
+
+
+def test_load_then_warm_start_continues_the_run_exactly(ratings, tmp_path):
+    """save at 30 iterations, load in a fresh estimator, warm_start to 60 == one run of 60: the
+    same factors, losses and validation curve (momentum buffers and early-stopping record kept)."""
+    kw = dict(random_state=0, momentum=0.5, n_iter_no_change=1000, refit=False)
+    ref = DeepMatrixCompletion(max_iter=60, **kw).fit(ratings)
+    part = DeepMatrixCompletion(max_iter=30, **kw).fit(ratings)
+    path = part.save(tmp_path / "part.safetensors")
+    resumed = DeepMatrixCompletion.load(path).set_params(warm_start=True, max_iter=60)
+    resumed.fit(ratings)
+    assert resumed.n_iter_ == ref.n_iter_ == 60
+    assert resumed.history_.loss == ref.history_.loss and resumed.history_.iterations[0] == 0
+    assert resumed.validation_rmse_ == ref.validation_rmse_ and len(ref.validation_rmse_) == 31
+    np.testing.assert_array_equal(resumed.left_, ref.left_)
+    np.testing.assert_array_equal(resumed.predict(ratings), ref.predict(ratings))
+    # other data is refused with advice, not silently mixed in
+    other = ratings.assign(rating=6 - ratings.rating)
+    with pytest.raises(ValueError, match="other data or hyperparameters"):
+        DeepMatrixCompletion.load(path).set_params(warm_start=True).fit(other)
+    # with the default refit, warm_start continues the last run (on all entries): the same as
+    # one run on all entries for as many iterations
+    refitted = DeepMatrixCompletion(max_iter=20, random_state=0).fit(ratings)
+    assert refitted.refitted_ and refitted.n_iter_ == refitted.best_iteration_
+    more = DeepMatrixCompletion.load(refitted.save(tmp_path / "refit.safetensors"))
+    more.set_params(warm_start=True, max_iter=refitted.n_iter_ + 10).fit(ratings)
+    once = DeepMatrixCompletion(validation_fraction=None, max_iter=refitted.n_iter_ + 10,
+                                random_state=0).fit(ratings)
+    assert more.n_iter_ == once.n_iter_ and more.history_.loss == once.history_.loss
+    np.testing.assert_array_equal(more.predict(ratings), once.predict(ratings))
 
 
 # ----------------------------------------------------------------------------- model selection

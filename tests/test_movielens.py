@@ -48,6 +48,26 @@ def test_kfold_is_seeded_partition(ml):
         next(ml.kfold(1))
 
 
+def test_random_split_and_side_information(ml):
+    train, test = ml.random_split(0.2, seed=1)
+    assert (len(train), len(test)) == (80_000, 20_000)
+    keys = lambda d: set(zip(d["row"], d["col"]))  # noqa: E731
+    assert not keys(train) & keys(test) and len(keys(train) | keys(test)) == 100_000
+    assert ml.random_split(0.2, seed=1)[1].equals(test)
+    assert not ml.random_split(0.2, seed=2)[1].equals(test)
+    with pytest.raises(ValueError, match="test_fraction"):
+        ml.random_split(1.0)
+    users, items = ml.users(), ml.items()
+    assert users.shape == (943, 4) and list(users.index[:2]) == [1, 2]
+    assert users.loc[1].tolist() == [24, "M", "technician", "85711"]  # u.user line 1
+    assert set(users["gender"]) == {"M", "F"} and users["occupation"].nunique() == 21
+    genres = items.columns[4:]
+    assert items.shape == (1682, 23) and len(genres) == 19 and genres[0] == "unknown"
+    assert items.loc[1, "title"] == "Toy Story (1995)"
+    assert items.loc[1, genres].sum() == 3 and items.loc[1, "Animation"] == 1  # Animation|Children's|Comedy
+    assert items.loc[267, "title"] == "unknown"  # the one movie without a title stays a row
+
+
 def test_root_lookup_and_missing(tmp_path, shared_data, monkeypatch):
     monkeypatch.setenv("LOWDIM_DATA", str(shared_data))
     monkeypatch.setenv("LOWDIM_CACHE", str(tmp_path / "cache"))

@@ -207,8 +207,10 @@ class RecommenderMixin:
 
         Tensors: ``left_``, ``right_``, the biases and the observed pattern; JSON header: the class,
         its parameters, ``settings_``, scalars, shape, clip range and the row/column labels (which
-        must be JSON values: ints, floats or strings). The training model and history are not kept
-        (refit to train further). Load with ``type(est).load(path)``.
+        must be JSON values: ints, floats or strings). Estimators trained by gradient descent also
+        keep their training state (last factors, momentum, history, early-stopping record), so
+        ``type(est).load(path).set_params(warm_start=True, max_iter=...).fit(X)`` continues the
+        run on the same data. Load with ``type(est).load(path)``.
         """
         from safetensors.numpy import save_file
 
@@ -218,7 +220,10 @@ class RecommenderMixin:
                    for name in _ARRAYS}
         tensors.update(seen_indptr=seen.indptr.astype(np.int64),
                        seen_indices=seen.indices.astype(np.int64))
+        extra_meta, extra_tensors = self._extra_state()
+        tensors.update(extra_tensors)
         meta = {
+            **extra_meta,
             "format": FORMAT, "class": type(self).__name__, "params": self.get_params(),
             "settings": self.settings_, "shape": list(self.shape_),
             "clip_range": self.clip_range_, "degenerate": bool(getattr(self, "degenerate_", False)),
@@ -252,7 +257,15 @@ class RecommenderMixin:
         est = cls(**meta["params"])
         for key, value in _restored_state(path, meta, tensors).items():
             setattr(est, key, value)
+        est._restore_extra_state(meta, tensors)
         return est
+
+    def _extra_state(self) -> tuple[dict, dict]:
+        """``(meta, arrays)`` a subclass adds to the file (e.g. what resuming training needs)."""
+        return {}, {}
+
+    def _restore_extra_state(self, meta: dict, tensors: dict) -> None:
+        """Read back what :meth:`_extra_state` wrote."""
 
 
 def _restored_state(path: Path, meta: dict, tensors: dict) -> dict:

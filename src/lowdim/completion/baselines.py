@@ -244,12 +244,16 @@ class BurerMonteiro(DeepMatrixCompletion):
     outer_ratio = None
     preset = "exact"
     clip = None
+    refit = None  # the exact preset's: no refit, no implicit feedback or side information
+    implicit = None
+    side_weight = None
 
     def __init__(self, rank=10, init_scale=INIT_SCALE, learning_rate=None, max_iter=5000, tol=1e-10,
                  max_time=None, weight_decay=0.0, momentum=0.0, bias="none", bias_reg=10.0,
                  validation_fraction=None, n_iter_no_change=10, eval_every=10,
                  duplicates="error", unknown="fallback", dtype="float64", device="cpu",
-                 checkpoint_dir=None, checkpoint_every=500, random_state=None, verbose=False):
+                 checkpoint_dir=None, checkpoint_every=500, random_state=None, warm_start=False,
+                 verbose=False):
         self.rank = rank
         self.init_scale = init_scale
         self.learning_rate = learning_rate
@@ -270,6 +274,7 @@ class BurerMonteiro(DeepMatrixCompletion):
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.random_state = random_state
+        self.warm_start = warm_start
         self.verbose = verbose
 
     def _narrow_width(self) -> int:
@@ -280,6 +285,6 @@ class BurerMonteiro(DeepMatrixCompletion):
 
         model = narrow_factorization(
             op.shape, self._narrow_width(), 2, scale=self.init_scale,
-            random_state=self.random_state, dtype=_DTYPES[self.dtype],
+            random_state=self.random_state, dtype=_DTYPES[self.settings_["dtype"]],
         )
         return model.to(device=self.device)

@@ -100,9 +100,10 @@ from ..defaults import COMPLETION_PRESETS, DEPTH, RATING_LEVELS, default_gamma
 from ..factorization import DeepFactorization
 from ..initialization import ImplicitOrthogonalInit
 from ..operators import EntryObservation
-from ..training import History, TrainState, train
+from ..training import DivergenceError, History, TrainState, train
 from ._data import Observations, _frame_triples, parse_observations, parse_query
 from ._recommender import RecommenderMixin
+from .side_information import FeatureEntryObservation, feature_matrix, implicit_block, one_hot_block
 from .sparse import SparseEntryObservation, entries_chunked
 
 __all__ = [
@@ -122,6 +123,23 @@ DEFAULTS = {
 }
 _FULL_WIDTH_LIMIT = 60_000_000  # L·d² numbers: beyond this "full" refuses (use "compressed")
 _CKPT_NAME = "checkpoint.safetensors"
+
+
+def _split(model: DeepFactorization, op) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``m × k`` and ``k × n`` factors of the predictions (features applied, if any)."""
+    return op.effective_split(model) if isinstance(op, FeatureEntryObservation) else model.split()
+
+
+def _aligned(frame, labels: pd.Index | None, size: int, name: str) -> pd.DataFrame:
+    """``frame``'s rows in the order of the fitted labels (positions when unlabelled)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame indexed by label, got {type(frame).__name__}")
+    index = pd.RangeIndex(size) if labels is None else labels
+    out = frame.reindex(index)
+    if out.notna().to_numpy().sum() == 0:
+        raise ValueError(f"{name}: no row of the frame matches a label of the data (index "
+                         f"{list(frame.index[:3])} vs labels {list(index[:3])})")
+    return out
 
 
 def fit_biases(rows, cols, values, shape, kind: str, reg: float, sweeps: int = 10):
@@ -486,15 +504,19 @@ class DeepMatrixCompletion(CompletionEstimator):
         validation_fraction: float | str | None = "auto",
         n_iter_no_change: int = 10,
         eval_every: int | None = None,
+        refit: bool | None = None,
+        implicit: float | None = None,
+        side_weight: float | None = None,
         duplicates: str = "error",
         unknown: str = "fallback",
         clip: bool | None = None,
         preset: str = "auto",
-        dtype: str = "float64",
+        dtype: str | None = None,
         device: str = "cpu",
         checkpoint_dir: str | None = None,
         checkpoint_every: int = 500,
         random_state: int | None = None,
+        warm_start: bool = False,
         verbose: bool = False,
     ):
         self.rank = rank
@@ -513,6 +535,9 @@ class DeepMatrixCompletion(CompletionEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.eval_every = eval_every
+        self.refit = refit
+        self.implicit = implicit
+        self.side_weight = side_weight
         self.duplicates = duplicates
         self.unknown = unknown
         self.clip = clip
@@ -522,6 +547,7 @@ class DeepMatrixCompletion(CompletionEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.random_state = random_state
+        self.warm_start = warm_start
         self.verbose = verbose
 
     def _resolve_settings(self, values: np.ndarray) -> dict:
@@ -538,10 +564,12 @@ class DeepMatrixCompletion(CompletionEstimator):
             st[key] = preset[key] if unset else value
             if unset and key == "validation_fraction" and values.size < 20:
                 st[key] = None  # too few entries to hold some out
-        if isinstance(st["learning_rate"], dict):
-            check_choice("method", st["method"], METHODS)
-            st["learning_rate"] = st["learning_rate"][st["method"]]
+        for key in ("learning_rate", "implicit"):
+            if isinstance(st[key], dict):
+                check_choice("method", st["method"], METHODS)
+                st[key] = st[key][st["method"]]
         st["clip"] = bool(st["clip"])
+        st.update(getattr(self, "_refitting", None) or {})
         return st
 
     # --------------------------------------------------------------------------- validation
@@ -575,7 +603,7 @@ class DeepMatrixCompletion(CompletionEstimator):
         check_nonnegative("tol", self.tol)
         if self.max_time is not None:
             check_positive("max_time", self.max_time, advice="or None for no time budget")
-        check_choice("dtype", self.dtype, tuple(_DTYPES))
+        check_choice("dtype", st["dtype"], tuple(_DTYPES))
         check_int("eval_every", st["eval_every"], 1)
         for name in ("n_iter_no_change", "checkpoint_every"):
             check_int(name, getattr(self, name), 1)
@@ -599,7 +627,7 @@ class DeepMatrixCompletion(CompletionEstimator):
     # --------------------------------------------------------------------------- model building
     def _build_model(self, op: SparseEntryObservation) -> DeepFactorization:
         m, n = op.shape
-        dtype = _DTYPES[self.dtype]
+        dtype = _DTYPES[self.settings_["dtype"]]
         _, ratio = self._lr_ratio()
         seed, st = self.random_state, self.settings_
         method, rank, scale = st["method"], st["rank"], st["init_scale"]
@@ -626,7 +654,7 @@ class DeepMatrixCompletion(CompletionEstimator):
         return model.to(dtype=dtype, device=self.device)
 
     # --------------------------------------------------------------------------- fit
-    def fit(self, X, y=None, shape=None):
+    def fit(self, X, y=None, shape=None, row_features=None, col_features=None):
         """Fit to the observed entries (see :mod:`lowdim.completion._data` for the input forms).
 
         Parameters
@@ -637,22 +665,82 @@ class DeepMatrixCompletion(CompletionEstimator):
             Values, when ``X`` holds only indices.
         shape : (int, int), optional
             Matrix shape for index-array inputs (default: largest index + 1).
+        row_features, col_features : pandas.DataFrame, optional
+            Side information (e.g. a user's age, gender, occupation; a movie's genres), one row per
+            row/column label (index = the labels of ``X``; positions for array inputs; labels
+            missing from the frame get no feature). Used with weight ``side_weight``
+            (:mod:`lowdim.completion.side_information`).
 
         Returns
         -------
         self
         """
         t_start = time.perf_counter()
+        last = getattr(self, "_training", None) if self.warm_start else None
+        if last is not None:  # continue the last run (the refit, if there was one) up to max_iter
+            self._refitting = {k: v for k, v in (last[0].get("refitting") or {}).items()
+                               if k != "max_iter"} or None
+            try:
+                self._fit_run(X, y, shape, row_features, col_features)
+            finally:
+                self._refitting = None
+            self.fit_seconds_ = time.perf_counter() - t_start
+            return self
+        self._refitting, self.refitted_ = None, False
+        self._fit_run(X, y, shape, row_features, col_features)
+        if self.settings_["refit"] and self.validation_iterations_ and not self.degenerate_:
+            self._refit_all(X, y, shape, row_features, col_features)
+        self.fit_seconds_ = time.perf_counter() - t_start
+        return self
+
+    def _refit_all(self, X, y, shape, row_features, col_features) -> None:
+        """Train again on all entries for the early-stopped number of iterations (``refit``).
+
+        Kept only if it fits the former validation entries, now training entries, at least as well
+        as the early-stopped model predicted them held out; else (a run that met an instability
+        the validation split no longer watches) the early-stopped model stays, with a warning.
+        """
+        early = dict(self.__dict__)
+        vr, vc, vv = self._validation_entries
+        held_out = min(self.validation_rmse_)
+        self._refitting = {"validation_fraction": None, "refit": False,
+                           "max_iter": max(1, self.best_iteration_)}
+        try:
+            self._fit_run(X, y, shape, row_features, col_features)
+            pred = self._clip(self._bias_at(vr, vc) + self.scale_ * self._predict_normalized(vr, vc))
+            ok = float(np.sqrt(np.mean((pred - vv) ** 2))) <= held_out  # vr, vc: positions
+        except DivergenceError:
+            ok = False
+        finally:
+            self._refitting = None
+        if not ok:
+            self.__dict__.update(early)
+            warnings.warn(
+                f"{type(self).__name__}: the refit on all entries ended worse than the early-"
+                f"stopped model on its validation entries; keeping the early-stopped model. A "
+                f"smaller learning_rate (now {self.settings_['learning_rate']}) makes it stable",
+                RuntimeWarning, stacklevel=3)
+            return
+        self.refitted_ = True
+        for key in ("validation_rmse_", "validation_iterations_", "best_iteration_", "settings_"):
+            setattr(self, key, early[key])
+
+    def _fit_run(self, X, y, shape, row_features, col_features) -> None:
+        """One training run: with early stopping on the validation split, or (refit) on all entries."""
         obs, (r, c, v), val = self._prepare(X, y, shape)
+        self._validation_entries = val
         self._check_params(obs.shape)
         if self.degenerate_:
-            return self._fit_degenerate(obs, t_start)
+            return self._fit_degenerate(obs)
         op = SparseEntryObservation(
-            r, c, v, obs.shape, dtype=_DTYPES[self.dtype], weight=1.0 / self.observed_fraction_,
+            r, c, v, obs.shape, dtype=_DTYPES[self.settings_["dtype"]],
+            weight=1.0 / self.observed_fraction_,
             device=self.device,
         )
-        ckpt = Path(self.checkpoint_dir) / _CKPT_NAME if self.checkpoint_dir else None
-        fingerprint = self._fingerprint(obs)
+        op = self._augment(op, obs, (r, c), row_features, col_features)
+        name = _CKPT_NAME if self._refitting is None else "refit_" + _CKPT_NAME
+        ckpt = Path(self.checkpoint_dir) / name if self.checkpoint_dir else None
+        fingerprint = self._fingerprint(obs, op)
         state, history, best = self._start_or_resume(op, ckpt, fingerprint)
         val_t = None
         if val is not None:
@@ -660,28 +748,68 @@ class DeepMatrixCompletion(CompletionEstimator):
             val_t = (torch.as_tensor(vr), torch.as_tensor(vc), vv, self._bias_at(vr, vc))
 
         def callback(it, mdl, loss):
-            stop = val_t is not None and self._validate(it, mdl, val_t, best)
+            stop = val_t is not None and self._validate(it, mdl, val_t, best, op)
             if ckpt is not None and it > 0 and it % self.checkpoint_every == 0:
                 self._save_checkpoint(ckpt, fingerprint, state, history, best)
             return stop
 
-        self.history_ = train(
-            self.model_, op, lr=self._lr_ratio()[0], max_iter=int(self.settings_["max_iter"]),
-            weight_decay=float(self.settings_["weight_decay"]), momentum=self.momentum,
-            tol=self.tol if self.tol > 0 else None, max_time=self.max_time,
-            eval_every=int(self.settings_["eval_every"]), callback=callback,
-            state=state, history=history, progress=bool(self.verbose),
-        )
+        try:
+            self.history_ = train(
+                self.model_, op, lr=self._lr_ratio()[0], max_iter=int(self.settings_["max_iter"]),
+                weight_decay=float(self.settings_["weight_decay"]), momentum=self.momentum,
+                tol=self.tol if self.tol > 0 else None, max_time=self.max_time,
+                eval_every=int(self.settings_["eval_every"]), callback=callback,
+                state=state, history=history, progress=bool(self.verbose),
+            )
+        except DivergenceError as exc:
+            if val_t is None or best["factors"] is None:
+                raise
+            # early stopping watches the validation error: a blow-up after the best iterate ends
+            # the run there, as a rise of the validation error would have
+            self.history_ = history
+            history.stop_reason = "diverged"
+            warnings.warn(f"{type(self).__name__}: {exc} Kept the best validated iterate "
+                          f"(iteration {best['iteration']}).", RuntimeWarning, stacklevel=3)
         if ckpt is not None:
             self._save_checkpoint(ckpt, fingerprint, state, history, best)
-        self._keep_best(state, best if val_t is not None else None)
+        self._training = self._training_payload(fingerprint, state, history, best)
+        self._keep_best(state, best if val_t is not None else None, op)
         self._check_range(obs.rows, obs.cols, obs.values)
-        self.fit_seconds_ = time.perf_counter() - t_start
-        return self
+
+    def _augment(self, op, obs: Observations, train_rc, row_features, col_features):
+        """``op`` or, with implicit feedback or side information, the augmented
+        :class:`~lowdim.completion.side_information.FeatureEntryObservation`."""
+        w_imp, w_side = float(self.settings_["implicit"]), float(self.settings_["side_weight"])
+        check_nonnegative("implicit", w_imp)
+        check_nonnegative("side_weight", w_side)
+        side = w_side > 0 and (row_features is not None or col_features is not None)
+        if w_imp == 0 and not side:
+            return op
+        if self.settings_["method"] not in ("spectral", "narrow"):
+            raise ValueError(
+                f"implicit feedback and side information need method='spectral' or 'narrow', got "
+                f"method={self.settings_['method']!r}; set implicit=0 and leave the features out"
+            )
+        m, n = obs.shape
+        user_side, item_side = (
+            None if f is None else one_hot_block(_aligned(f, labels, size, name))
+            for f, labels, size, name in ((row_features, obs.row_labels, m, "row_features"),
+                                          (col_features, obs.col_labels, n, "col_features"))
+        )
+        rated = implicit_block(*train_rc, (m, n))  # who rated what, in the training entries only
+        fu = feature_matrix(m, (w_imp, rated), (w_side, user_side))
+        fi = feature_matrix(n, (w_imp, rated.T), (w_side, item_side))
+        return FeatureEntryObservation(op, fu, fi)
 
     def _start_or_resume(self, op, ckpt: Path | None, fingerprint: str):
-        """``(state, history, best)``: from the checkpoint when one exists, else a new model."""
+        """``(state, history, best)``: with ``warm_start``, from the last fit (or :meth:`load`);
+        else from the checkpoint when one exists; else a new model."""
         self.validation_rmse_, self.validation_iterations_ = [], []
+        last = getattr(self, "_training", None) if self.warm_start else None
+        if last is not None:
+            self.model_, state, history, best = self._from_payload(
+                *last, fingerprint, "the fitted state that warm_start continues")
+            return state, history, best
         if ckpt is not None and ckpt.is_file():
             resumed = self._load_checkpoint(ckpt, fingerprint)
             if resumed is not None:
@@ -690,11 +818,11 @@ class DeepMatrixCompletion(CompletionEstimator):
         self.model_ = self._build_model(op)
         return TrainState(), History(), {"rmse": math.inf, "iteration": 0, "factors": None, "bad": 0}
 
-    def _validate(self, it: int, model: DeepFactorization, val_t, best: dict) -> bool:
+    def _validate(self, it: int, model: DeepFactorization, val_t, best: dict, op) -> bool:
         """Record the validation RMSE at ``it``, keep the best factors; True stops (early stopping)."""
         if not self.validation_iterations_ or self.validation_iterations_[-1] < it:
             with torch.no_grad():
-                left, right = model.split()
+                left, right = _split(model, op)
                 pred = entries_chunked(left, right, val_t[0], val_t[1]).double().cpu().numpy()
             rmse = float(np.sqrt(np.mean((val_t[3] + self.scale_ * pred - val_t[2]) ** 2)))
             self.validation_rmse_.append(rmse)
@@ -706,7 +834,7 @@ class DeepMatrixCompletion(CompletionEstimator):
                 best["bad"] += 1
         return best["bad"] >= self.n_iter_no_change
 
-    def _keep_best(self, state: TrainState, best: dict | None) -> None:
+    def _keep_best(self, state: TrainState, best: dict | None, op) -> None:
         """Restore the best validated factors (if any) and store the low-rank term ``left_ @ right_``."""
         self.n_iter_ = self.best_iteration_ = state.iteration
         if best is not None and best["factors"] is not None:
@@ -715,40 +843,40 @@ class DeepMatrixCompletion(CompletionEstimator):
                     p.copy_(b)
             self.best_iteration_ = best["iteration"]
         with torch.no_grad():
-            left, right = self.model_.split()
+            left, right = _split(self.model_, op)
         self.left_, self.right_ = (t.detach().double().cpu().numpy() for t in (left, right))
 
-    def _fit_degenerate(self, obs: Observations, t_start: float):
+    def _fit_degenerate(self, obs: Observations) -> None:
         """Nothing low-rank to learn (``degenerate_``): a zero low-rank term, no training."""
         m, n = obs.shape
         self.model_, self.history_ = None, History()
         self.left_, self.right_ = np.zeros((m, 1)), np.zeros((1, n))
         self.validation_rmse_, self.validation_iterations_ = [], []
         self.n_iter_ = self.best_iteration_ = 0
-        self.fit_seconds_ = time.perf_counter() - t_start
-        return self
 
     # --------------------------------------------------------------------------- checkpoints
-    _VOLATILE = ("max_iter", "max_time", "verbose", "checkpoint_dir", "checkpoint_every")
+    _VOLATILE = ("max_iter", "max_time", "verbose", "checkpoint_dir", "checkpoint_every",
+                 "warm_start", "n_iter_no_change")
 
-    def _fingerprint(self, obs: Observations) -> str:
+    def _fingerprint(self, obs: Observations, op) -> str:
         h = hashlib.sha256()
-        for a in (obs.rows, obs.cols, obs.values):
+        arrays = [obs.rows, obs.cols, obs.values]
+        if isinstance(op, FeatureEntryObservation):
+            arrays += [a for f in op.features() for a in (f.indptr, f.indices, f.data)]
+        for a in arrays:
             h.update(np.ascontiguousarray(a).tobytes())
         h.update(repr(obs.shape).encode())
         params = {k: v for k, v in self.get_params().items() if k not in self._VOLATILE}
+        params["refitting"] = {k: v for k, v in (self._refitting or {}).items() if k != "max_iter"}
         h.update(json.dumps(params, sort_keys=True, default=str).encode())
         return h.hexdigest()
 
-    def _save_checkpoint(self, path: Path, fingerprint, state, history, best) -> None:
-        """One safetensors file: factors, best factors and momentum buffers as tensors, the rest
-        (``TrainState`` / ``History`` dicts, early-stopping record) as a JSON header."""
-        from safetensors.torch import save_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _training_payload(self, fingerprint, state, history, best) -> tuple[dict, dict]:
+        """``(meta, tensors)`` of a training run: factors, best factors and momentum buffers as
+        tensors, the rest (``TrainState`` / ``History`` dicts, early-stopping record) as JSON."""
         state_meta, tensors = state.to_dict()  # "buffer.<l>" tensors
         for i, f in enumerate(self.model_.factors):
-            tensors[f"factor.{i}"] = f.detach().cpu().contiguous()
+            tensors[f"factor.{i}"] = f.detach().cpu().clone().contiguous()
         if best["factors"] is not None:
             for i, f in enumerate(best["factors"]):
                 tensors[f"best.{i}"] = f.detach().cpu().contiguous()
@@ -758,10 +886,44 @@ class DeepMatrixCompletion(CompletionEstimator):
             **state_meta,  # "iteration", "n_buffers"
             "lr_multipliers": list(self.model_.lr_multipliers),
             "history": history.to_dict(),
-            "best": {k: best[k] for k in ("rmse", "iteration", "bad")},
-            "validation_rmse": self.validation_rmse_,
-            "validation_iterations": self.validation_iterations_,
+            "best": {"rmse": best["rmse"] if math.isfinite(best["rmse"]) else None,
+                     "iteration": best["iteration"], "bad": best["bad"]},
+            "validation_rmse": list(self.validation_rmse_),
+            "validation_iterations": list(self.validation_iterations_),
+            "refitting": self._refitting,
         }
+        return meta, tensors
+
+    def _from_payload(self, meta: dict, tensors: dict, fingerprint: str, where: str):
+        """``(model, state, history, best)`` of :meth:`_training_payload`'s output; a payload of
+        other data or hyperparameters raises ``ValueError`` naming ``where`` it came from."""
+        if meta.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{where} was written for other data or hyperparameters; continue training with the "
+                "same data, features and parameters (max_iter, max_time, n_iter_no_change, verbose "
+                "and the checkpoint settings may change), or start afresh"
+            )
+        nf = len(meta["lr_multipliers"])
+        model = DeepFactorization.from_factors(
+            [tensors[f"factor.{i}"].to(self.device) for i in range(nf)],
+            lr_multipliers=meta["lr_multipliers"],
+        )
+        state = TrainState.from_dict(meta, tensors, device=self.device)
+        history = History.from_dict(meta["history"])
+        best = dict(meta["best"])
+        best["rmse"] = math.inf if best["rmse"] is None else float(best["rmse"])
+        best["factors"] = ([tensors[f"best.{i}"].to(self.device).clone() for i in range(nf)]
+                           if "best.0" in tensors else None)
+        self.validation_rmse_ = list(meta["validation_rmse"])
+        self.validation_iterations_ = list(meta["validation_iterations"])
+        return model, state, history, best
+
+    def _save_checkpoint(self, path: Path, fingerprint, state, history, best) -> None:
+        """One safetensors file (:meth:`_training_payload`), written atomically."""
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta, tensors = self._training_payload(fingerprint, state, history, best)
         # the old checkpoint or the new one, never half of one
         metadata = {"lowdim": json.dumps(meta, default=float)}
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -771,22 +933,20 @@ class DeepMatrixCompletion(CompletionEstimator):
 
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads(fh.metadata()["lowdim"])
-            if meta.get("fingerprint") != fingerprint:
-                raise ValueError(
-                    f"the checkpoint {path} was written for other data or hyperparameters; remove "
-                    "it or choose another checkpoint_dir"
-                )
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        nf = len(meta["lr_multipliers"])
-        model = DeepFactorization.from_factors(
-            [tensors[f"factor.{i}"].to(self.device) for i in range(nf)],
-            lr_multipliers=meta["lr_multipliers"],
-        )
-        state = TrainState.from_dict(meta, tensors, device=self.device)
-        history = History.from_dict(meta["history"])
-        best = dict(meta["best"])
-        best["rmse"] = float(best["rmse"])
-        best["factors"] = [tensors[f"best.{i}"] for i in range(nf)] if "best.0" in tensors else None
-        self.validation_rmse_ = list(meta["validation_rmse"])
-        self.validation_iterations_ = list(meta["validation_iterations"])
-        return model, state, history, best
+        return self._from_payload(meta, tensors, fingerprint, f"the checkpoint {path}")
+
+    # --------------------------------------------------------------------------- save / load
+    def _extra_state(self) -> tuple[dict, dict]:
+        """What :meth:`save` adds so that ``load`` + ``fit(warm_start=True)`` can continue."""
+        if getattr(self, "_training", None) is None:
+            return {}, {}
+        meta, tensors = self._training
+        return {"training": meta}, {f"training.{k}": t.numpy() for k, t in tensors.items()}
+
+    def _restore_extra_state(self, meta: dict, tensors: dict) -> None:
+        if "training" not in meta:
+            return
+        train_tensors = {k[len("training."):]: torch.from_numpy(v.copy())
+                         for k, v in tensors.items() if k.startswith("training.")}
+        self._training = (meta["training"], train_tensors)

@@ -168,6 +168,47 @@ class MovieLens100K:
         """The official 80/20 split 1 (``u1.base``: 80 000, ``u1.test``: 20 000 ratings)."""
         return self.split("u1")
 
+    def random_split(
+        self, test_fraction: float = 0.2, seed: int = 0
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """A seeded random ``(train, test)`` split of all ratings (``test_fraction`` of them to test).
+
+        The ratings are permuted with ``numpy.random.default_rng(seed)``; the first
+        ``round(test_fraction · N)`` are the test set (rows keep their original order).
+        """
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        n = len(self.ratings)
+        perm = np.random.default_rng(seed).permutation(n)
+        test = np.zeros(n, dtype=bool)
+        test[perm[: int(round(test_fraction * n))]] = True
+        return (self.ratings[~test].reset_index(drop=True),
+                self.ratings[test].reset_index(drop=True))
+
+    def users(self) -> pd.DataFrame:
+        """Side information of the users (``u.user``), indexed by user id: ``age`` (years),
+        ``gender`` (``M``/``F``), ``occupation`` and ``zip`` (text)."""
+        return self._side("u.user", ["user", "age", "gender", "occupation", "zip"], "user")
+
+    def items(self) -> pd.DataFrame:
+        """Side information of the movies (``u.item``, latin-1), indexed by movie id: ``title``,
+        ``release_date``, ``video_release_date``, ``url`` and one 0/1 column per genre."""
+        genres = pd.read_csv(self.root / "u.genre", sep="|", header=None, names=["genre", "id"],
+                             encoding="latin-1").dropna()["genre"].tolist()
+        names = ["item", "title", "release_date", "video_release_date", "url", *genres]
+        return self._side("u.item", names, "item")
+
+    def _side(self, name: str, columns: list[str], index: str) -> pd.DataFrame:
+        path = self.root / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found (MovieLens 100K folder {self.root})")
+        frame = pd.read_csv(path, sep="|", header=None, names=columns, encoding="latin-1",
+                            dtype={"zip": str})
+        if frame[index].duplicated().any() or frame.shape[1] != len(columns):
+            raise ValueError(f"{path} is malformed (expected {len(columns)} '|'-separated fields "
+                             f"and unique {index} ids)")
+        return frame.set_index(index)
+
     def kfold(
         self, n_splits: int = 5, seed: int = 0
     ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
