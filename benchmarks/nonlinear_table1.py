@@ -169,12 +169,17 @@ def result(m: Trainee, data, args, measure: bool) -> dict:
     final = m.curve[-1][1]
     to_99 = next(t for t, a in m.curve if a >= 0.99 * final)
     extra = measurements(m.net, m.snapshots, x_tr[:2000], y_tr[:2000]) if measure else {}
-    batch, labels = x_tr[: args.batch], y_tr[: args.batch]
-    mem = training_memory(m.net, lambda out: F.cross_entropy(out, labels), batch, m.make_opt)
     return {**extra, "acc": final, "time_s": to_99, "total_s": m.elapsed,
-            "ms_per_step": 1e3 * float(np.median(m.steps)), "macs": count_macs(m.net, x_te[:8]),
-            "mem_mb": mem / 2**20, "params": num_parameters(m.net),
+            "ms_per_step": 1e3 * float(np.median(m.steps)), **costs(m.net, m.make_opt, data, args),
             "curve": [(round(t, 2), round(a, 4)) for t, a in m.curve]}
+
+
+def costs(net, make_opt, data, args) -> dict:
+    """MACs per example, training memory (MB) on one batch, trained parameters."""
+    x_tr, y_tr, x_te, _ = data
+    batch, labels = x_tr[: args.batch], y_tr[: args.batch]
+    mem = training_memory(net, lambda out: F.cross_entropy(out, labels), batch, make_opt)
+    return {"macs": count_macs(net, x_te[:8]), "mem_mb": mem / 2**20, "params": num_parameters(net)}
 
 
 def summarize(arch: str, results: dict[str, list[dict]], args) -> dict:
@@ -225,6 +230,14 @@ def summarize(arch: str, results: dict[str, list[dict]], args) -> dict:
     return table
 
 
+def load_data(arch: str, args) -> tuple[torch.Tensor, ...]:
+    """MNIST ``(x_train, y_train, x_test, y_test)`` cut to the sizes of ``arch``."""
+    train, test = load_mnist("train", args.data), load_mnist("test", args.data)
+    n, m = (args.train_size, None) if arch == "mlp" else (args.vit_train_size, args.vit_test_size)
+    return (torch.as_tensor(train.images[:n]), torch.as_tensor(train.labels[:n]),
+            torch.as_tensor(test.images[:m]), torch.as_tensor(test.labels[:m]))
+
+
 def summarize_logs(args) -> int:
     """The tables and JSON line from the per-seed lines ``{arch} seed {s} {kind} … {json}`` of logs."""
     out: dict = {"benchmark": "nonlinear_table1", "mlp": None, "vit": None}
@@ -235,7 +248,13 @@ def summarize_logs(args) -> int:
                 if line.startswith(f"{arch} seed ") and "{" in line:
                     kind = line.split()[3]
                     results.setdefault(kind, []).append(json.loads(line[line.index("{"):]))
-        if results:
+        if results:  # the cost columns do not depend on training: measured again on fresh models
+            data = load_data(arch, args)
+            for kind, rs in results.items():
+                net = build(kind, arch, args, data[0][:512], data[1][:512], 0)
+                new = costs(net, optimizer_for(arch, args), data, args)
+                for r in rs:
+                    r.update(new)
             args.seeds = min(len(rs) for rs in results.values())
             out[arch] = summarize(arch, {k: rs[: args.seeds] for k, rs in results.items()}, args)
     print(json.dumps(out))
@@ -275,12 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         return summarize_logs(args)
     torch.set_num_threads(args.threads)
 
-    train, test = load_mnist("train", args.data), load_mnist("test", args.data)
     out: dict = {"benchmark": "nonlinear_table1", "mlp": None, "vit": None}
     for arch in ("mlp", "vit") if args.arch == "both" else (args.arch,):
-        n, m = (args.train_size, None) if arch == "mlp" else (args.vit_train_size, args.vit_test_size)
-        data = (torch.as_tensor(train.images[:n]), torch.as_tensor(train.labels[:n]),
-                torch.as_tensor(test.images[:m]), torch.as_tensor(test.labels[:m]))
+        data = load_data(arch, args)
         results: dict[str, list[dict]] = {k: [] for k in args.models}
         for seed in range(args.seeds):
             runs = run_seed(args.models, arch, data, args, seed, measure=arch == "mlp" and seed == 0)

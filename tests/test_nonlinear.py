@@ -182,9 +182,10 @@ def test_factorize_layers_is_the_talks_low_rank_training():
         assert torch.linalg.matrix_rank(layer.weight.detach()) == K
         assert torch.allclose(a @ a.T, b.T @ b, atol=1e-12)         # balanced: AAᵀ = BᵀB
         assert layer.num_parameters() == 2 * HIDDEN * K + HIDDEN
-    with torch.no_grad():                                           # scale kept (not ~√(r/d))
-        sizes = [float(model[:3](x).norm()), float(_net()[:3](x).norm())]
-    assert 0.2 < sizes[0] / sizes[1] < 5
+    w = torch.empty(HIDDEN, HIDDEN, dtype=torch.float64)              # spectral init: the best
+    torch.nn.init.kaiming_uniform_(w, a=5**0.5, generator=torch.Generator().manual_seed(5))  # rank-K
+    best = factorize_layers(_net(), rank=K, layers=["2"], random_state=5)["2"].weight.detach()  # part
+    assert torch.allclose(torch.linalg.svdvals(best)[:K], torch.linalg.svdvals(w)[:K], atol=1e-12)
     orth = factorize_layers(_net(), rank=2, layers=["4"], init="orthogonal")["4"]
     a, b = (f.detach() for f in orth.factorization.factors)
     assert torch.allclose(a @ a.T, torch.eye(2, dtype=a.dtype), atol=1e-12)

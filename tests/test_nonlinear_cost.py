@@ -60,3 +60,10 @@ def test_training_memory_counts_weights_gradients_state_and_activations(optimize
     activations = 4 * (n * a + n * b + n * c) + 8 * n + 4
     assert got == 4 * params * (2 + states) + activations
     assert all(p.grad is None for p in net.parameters())            # the model is untouched
+
+
+def test_training_memory_counts_a_sliced_batch_by_its_rows():
+    data = torch.zeros(10_000, 30)                                   # 1.2 MB; the batch is 8 rows
+    net = torch.nn.Linear(30, 4, bias=False)
+    sgd = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)           # noqa: E731
+    assert training_memory(net, lambda out: out.sum(), data[:8], sgd) == 4 * (2 * 120 + 8 * 30)

@@ -117,11 +117,12 @@ def factorize_layers(
         Names of ``nn.Linear`` layers; default :func:`hidden_linears` (for a 3-hidden-layer MLP, the
         last two hidden layers, as in the talk).
     init : {"linear", "orthogonal"}, default="linear"
-        "linear": the product of ``A`` and ``B`` drawn as PyTorch draws an ``nn.Linear`` of its
-        shape (Kaiming-uniform on its fan-in), so ``‖B A x‖`` starts at a size that does not
-        shrink with ``r``, then balanced (``B = U Σ^{1/2}``, ``A = Σ^{1/2} Vᵀ`` from the SVD of
-        that product, so ``BᵀB = A Aᵀ``: neither factor's gradient dwarfs the other's);
-        "orthogonal": ``A`` with orthonormal rows and ``B`` with orthonormal columns
+        "linear": spectral initialization (Khodak et al. 2021, cited in seed 000 Sec. 5): ``B A``
+        is the best rank-r approximation of a weight drawn as PyTorch draws an ``nn.Linear``
+        (Kaiming-uniform), split evenly, ``B = U_r Σ_r^{1/2}``, ``A = Σ_r^{1/2} V_rᵀ``, so that
+        ``BᵀB = A Aᵀ`` (balanced: neither factor's gradient dwarfs the other's; drawing ``A`` and
+        ``B`` each as an ``nn.Linear`` instead makes ``‖B‖ ≫ ‖A‖`` at ``r = 1`` and SGD with
+        momentum diverges); "orthogonal": ``A`` with orthonormal rows and ``B`` with orthonormal columns
         (``‖BAx‖ = ‖P x‖``, which for ``r ≪ d`` starts far smaller than the layer it replaces).
     random_state : int
 
@@ -143,27 +144,26 @@ def factorize_layers(
     gen = torch.Generator().manual_seed(int(random_state))
     new = {}
     for name, linear in chosen.items():
-        layer = DeepLinear.from_linear(linear, mode="narrow", depth=2, rank=rank, scale=1.0,
-                                       random_state=gen)
+        check_layer_rank(rank, linear.in_features, linear.out_features)
         if init == "linear":
-            factors = _balanced_linear_factors(linear, rank, gen)
+            factors = _spectral_linear_factors(linear, rank, gen)
         else:
             a = init_factor(rank, linear.in_features, 1.0, "orthogonal", generator=gen)
             b = init_factor(linear.out_features, rank, 1.0, "orthogonal", generator=gen)
             factors = [a.to(linear.weight.dtype), b.to(linear.weight.dtype)]
-        layer.set_factors(factors)
+        layer = DeepLinear.from_linear(linear, mode="narrow", depth=2, rank=rank, scale=1.0,
+                                       random_state=gen)
+        layer.set_factors([f.to(layer.factorization.device) for f in factors])
         _replace(model, name, layer)
         new[name] = layer
     return new
 
 
-def _balanced_linear_factors(linear: nn.Linear, rank: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """``[A, B]``: ``B A`` of Kaiming-uniform ``A``, ``B`` (``nn.Linear``'s default), balanced by its SVD."""
-    a = torch.empty(rank, linear.in_features, dtype=torch.float64)
-    b = torch.empty(linear.out_features, rank, dtype=torch.float64)
-    for f in (a, b):  # nn.Linear.reset_parameters: kaiming_uniform_(a=√5) on the fan-in
-        nn.init.kaiming_uniform_(f, a=5**0.5, generator=gen)
-    u, s, vh = torch.linalg.svd(b @ a, full_matrices=False)
+def _spectral_linear_factors(linear: nn.Linear, rank: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """``[A, B] = [Σ_r^{1/2} V_rᵀ, U_r Σ_r^{1/2}]`` of a fresh ``nn.Linear`` weight (Kaiming-uniform)."""
+    w = torch.empty(linear.out_features, linear.in_features, dtype=torch.float64)
+    nn.init.kaiming_uniform_(w, a=5**0.5, generator=gen)  # nn.Linear.reset_parameters
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
     root = s[:rank].sqrt()
     dtype = linear.weight.dtype
     return [(root[:, None] * vh[:rank]).to(dtype), (u[:, :rank] * root).to(dtype)]

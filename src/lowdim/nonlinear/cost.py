@@ -10,8 +10,8 @@ not counted by hand:
 * :func:`training_flops` — FLOPs of one forward and backward pass per example (the same counter).
 * :func:`training_memory` — bytes of one training step's state: parameters, gradients, optimizer
   buffers after one real step, and the activations autograd saves for backward
-  (``saved_tensors_hooks``, each storage counted once). On a CPU there is no allocator peak
-  counter; this is what a GPU's peak measures up to allocator slack.
+  (``saved_tensors_hooks``, each storage counted once, by the bytes its saved views reach). On a
+  CPU there is no allocator peak counter; this is what a GPU's peak measures up to allocator slack.
 * :func:`num_parameters` — trained scalars.
 """
 
@@ -102,15 +102,14 @@ def training_memory(
     """
     model = copy.deepcopy(model)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: set[int] = set()
-    saved = 0
+    saved: dict[int, int] = {}  # storage → bytes its saved views reach (a batch sliced from a
+    # large data tensor counts its own rows, not the whole storage)
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
         key = t.untyped_storage().data_ptr()
-        if key not in params and key not in seen:
-            seen.add(key)
-            saved += t.untyped_storage().nbytes()
+        if key not in params:
+            reach = t.numel() * t.element_size() if t.is_contiguous() else t.untyped_storage().nbytes()
+            saved[key] = max(saved.get(key, 0), reach)
         return t
 
     opt = optimizer(model)
@@ -124,4 +123,4 @@ def training_memory(
                 if torch.is_tensor(v) and v.ndim > 0)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     grads = sum(p.numel() * p.element_size() for p in trained)
-    return weights + grads + state + saved
+    return weights + grads + state + sum(saved.values())
