@@ -53,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-eval", type=int, default=None, help="seeded random dev subset")
     parser.add_argument("--out", default=None, help="folder (default /tmp/fewshot_<task>)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the table and JSON line of the runs already in OUT; train nothing")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from lowdim._io import atomic_write_json
-    from lowdim.lora.finetune import FinetuneConfig, load_task
+    from lowdim.lora.finetune import FinetuneConfig, load_task, read_results
     from lowdim.lora.study import (
         dumps_result_line,
         format_results,
@@ -82,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(cache, [reference, what])
     metric = train.task.main_metric
     print(f"zero-training reference on {train.task.name} dev: {reference:.4f} ({what})", flush=True)
-    records = run_study(cfg, out, grid=args.grid, n_holdout=args.holdout,
-                        log=lambda s: print(s, flush=True))
+    if args.report_only:
+        records = [r for r in read_results(out / "records.jsonl") if r["n"] in args.n]
+    else:
+        records = run_study(cfg, out, grid=args.grid, n_holdout=args.holdout,
+                            log=lambda s: print(s, flush=True))
     results = study_results(records)
     final = [r for r in records if r.get("phase") == "final"]
     print(f"\n{train.task.name} dev {metric}, mean ± std over seeds (step cap {args.max_steps}, "

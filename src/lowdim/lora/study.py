@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,6 +145,7 @@ def run_study(
     n_holdout: int = 500,
     selection_seed: int = 1000,
     log: Callable[[str], None] | None = print,
+    poll_seconds: float = 20.0,
 ) -> list[dict[str, Any]]:
     """Select η per (method, n) on held-out training data, then run every seed; resumable.
 
@@ -152,6 +155,8 @@ def run_study(
     and is scored on the dev split(s).  Records (``"phase": "select"`` or ``"final"``) are appended
     to ``folder/records.jsonl``; adapters of the final runs go to ``folder/adapters``.  A rerun
     skips what is done; other settings are refused (:func:`lowdim.lora.finetune.check_settings`).
+    Several processes may work on one folder at once (each claims a run before starting it, see
+    :func:`_claim`; a process waits for selection runs that another one is doing).
     """
     from transformers import AutoTokenizer
 
@@ -160,8 +165,6 @@ def run_study(
     check_settings(cfg, folder, {"grid": list(grid), "n_holdout": n_holdout,
                                  "selection_seed": selection_seed})
     path = folder / "records.jsonl"
-    records = read_results(path)
-    done = {_study_key(r) for r in records}
     train_split, eval_splits = load_task(cfg)
     tok = AutoTokenizer.from_pretrained(cfg.model)
     train = EncodedSplit.encode(train_split, tok, cfg.max_length)
@@ -170,15 +173,22 @@ def run_study(
     pool_data, held = train.subset(pool_idx), {"dev": train.subset(held_idx)}
 
     def run(phase, method, n, seed, lr, dev, save):
+        """The record of one run: done here, found in the file, or ``None`` (another process runs it)."""
         key = (phase, method, n, seed, lr)
-        if key in done:
-            return next(r for r in records if _study_key(r) == key)
-        lrs = {"lora_lr": lr} if method == "lora" else {"deeplora_lr": lr}
-        rec = run_one(dataclasses.replace(cfg, **lrs), method, n, seed, train=pool_data, dev=dev,
-                      save_to=adapter_dir(folder, train.task.name, method, n, seed) if save else None)
-        rec["phase"] = phase
-        records.append(rec)
-        _append_record(path, rec)
+        found = [r for r in read_results(path) if _study_key(r) == key]  # other processes' too
+        if found:
+            return found[0]
+        claim = _claim(folder / "claims", key)
+        if claim is None:
+            return None
+        try:
+            lrs = {"lora_lr": lr} if method == "lora" else {"deeplora_lr": lr}
+            rec = run_one(dataclasses.replace(cfg, **lrs), method, n, seed, train=pool_data, dev=dev,
+                          save_to=adapter_dir(folder, train.task.name, method, n, seed) if save else None)
+            rec["phase"] = phase
+            _append_record(path, rec)
+        finally:
+            claim.unlink(missing_ok=True)
         if log:
             log(f"{phase:6s} {method:8s} n={n:<4d} seed={seed:<5d} lr={lr:.0e} "
                 f"main={rec['main']:.4f} steps={rec['steps']} ({rec['stopped']}) "
@@ -188,9 +198,15 @@ def run_study(
     for n in cfg.n_train:
         if n > len(pool_data):
             raise ValueError(f"n = {n} is larger than the training pool ({len(pool_data)} examples)")
+        while True:  # runs claimed by other processes: wait for their records
+            sel = {(m, lr): run("select", m, n, selection_seed, lr, held, False)
+                   for m in cfg.methods for lr in grid}
+            if all(r is not None for r in sel.values()):
+                break
+            time.sleep(poll_seconds)
         best = {}
         for method in cfg.methods:
-            scores = {lr: _main(run("select", method, n, selection_seed, lr, held, False)) for lr in grid}
+            scores = {lr: _main(sel[method, lr]) for lr in grid}
             best[method] = max(grid, key=lambda lr, s=scores: (s[lr], -lr))
             if log:
                 log(f"n={n} {method}: held-out {train.task.main_metric} by η {scores} "
@@ -198,7 +214,43 @@ def run_study(
         for seed in cfg.seeds:
             for method in cfg.methods:
                 run("final", method, n, seed, best[method], evals, cfg.save_adapters)
-    return records
+    return read_results(path)
+
+
+def _claim(folder: Path, key: tuple) -> Path | None:
+    """Claim run ``key`` for this process (a file created exclusively, holding the process id).
+
+    Several processes can share one study folder: each runs only what it claimed.  A claim whose
+    process is gone (interrupted run) is taken over.  Returns ``None`` when a live process holds it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ("-".join(str(k) for k in key) + ".claim")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                return None
+            path.unlink(missing_ok=True)  # stale: its process ended
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return path
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _study_key(record: dict[str, Any]) -> tuple:
