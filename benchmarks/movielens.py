@@ -8,11 +8,16 @@ the same process when the optional package is installed (``pip install scikit-su
 otherwise they are reported as null.
 
 ``lowdim`` is the estimator as a user calls it for ratings: ``DeepMatrixCompletion(random_state=0)``
-— the ``"ratings"`` preset (:data:`lowdim.defaults.COMPLETION_PRESETS`, chosen on a 10% inner
-validation split of u1.base, never on u1.test): C-DLN of seed 000, depth 3, rank bound 40, biases,
-early stopping on 10% of the training ratings, predictions clipped to the observed range;
-``lowdim_compressed`` is the invariant-subspace compressed model with the same preset
-(``method="compressed", rank=10``). Users/movies absent from training fall back to the biases.
+— the ``"ratings"`` preset (:data:`lowdim.defaults.COMPLETION_PRESETS`, every value chosen on a 10%
+inner validation split of u1.base, never on u1.test or a test fold): C-DLN of seed 000, depth 3,
+rank bound 40, biases, implicit feedback on both sides (which items a user rated, which users rated
+an item — from the training ratings only), early stopping on 10% of the training ratings, then a
+refit on all of them, float32, predictions clipped to the observed range. ``lowdim_side`` is the
+same call given the side information of ``u.user`` (age, gender, occupation) and ``u.item`` (19
+genres) as ``row_features`` / ``col_features``. ``lowdim_plain`` is the previous ratings preset
+(no implicit feedback, no refit, η = 0.1, float64); ``lowdim_compressed`` the invariant-subspace
+compressed model with it (``method="compressed", rank=10``). Users/movies absent from training fall
+back to the biases.
 
 Usage: ``python benchmarks/movielens.py [--data DIR] [--skip-cv]``. Ends with one JSON line.
 """
