@@ -143,6 +143,21 @@ def test_all_nine_glue_tasks_run_save_and_score(tmp_path, tiny_encoder_dir):
                 assert rec["metrics"][key + suffix] == pytest.approx(value, abs=1e-9), (name, key)
 
 
+def test_qqp_short_rows_are_skipped_with_a_warning(tmp_path):
+    """The released QQP train.tsv has a few rows with missing columns; GLUE's readers skip them."""
+    (tmp_path / "QQP").mkdir()
+    (tmp_path / "QQP" / "train.tsv").write_text(
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t1\t2\tq a?\tq b?\t1\n"
+        "2\t3\t4\tbroken row\n3\t5\t6\tq c?\tq d?\t0\n")
+    with pytest.warns(UserWarning, match=r"skipped 1 rows with missing columns \(lines 3\)"):
+        split = load_split(tmp_path, "qqp", "train")
+    assert split.labels.tolist() == [1, 0] and split.text_b == ["q b?", "q d?"]
+    (tmp_path / "RTE").mkdir()  # other tasks still refuse such a file
+    (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\n")
+    with pytest.raises(ValueError, match=r"train.tsv:2: expected 4 tab-separated columns"):
+        load_split(tmp_path, "rte", "train")
+
+
 def _write_rows(path, rows, fmt):
     if fmt == "jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

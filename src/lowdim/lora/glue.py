@@ -11,6 +11,7 @@ macro-F1 (user tasks with more than two classes).
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,9 @@ class TaskSpec:
         File name of the evaluation split.
     mismatched_file : str or None
         File of a second evaluation split (MNLI's mismatched genres), read as ``"dev_mismatched"``.
+    skip_short_rows : bool
+        Skip (with a warning) rows with missing columns instead of refusing the file: the released
+        QQP ``train.tsv`` has a few such rows, which the reference GLUE readers skip too.
     """
 
     name: str
@@ -55,6 +59,7 @@ class TaskSpec:
     metrics: tuple[str, ...]
     dev_file: str = "dev.tsv"
     mismatched_file: str | None = None
+    skip_short_rows: bool = False
 
     @property
     def eval_splits(self) -> tuple[str, ...]:
@@ -84,7 +89,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("stsb", "STS-B", True, "sentence1", "sentence2", "score", None,
                  ("pearson", "spearman")),
         TaskSpec("qqp", "QQP", True, "question1", "question2", "is_duplicate", ("0", "1"),
-                 ("f1", "accuracy")),
+                 ("f1", "accuracy"), skip_short_rows=True),
         TaskSpec("mnli", "MNLI", True, "sentence1", "sentence2", "gold_label",
                  ("contradiction", "entailment", "neutral"), ("accuracy",), "dev_matched.tsv",
                  "dev_mismatched.tsv"),
@@ -170,9 +175,13 @@ def load_split(root: str | Path, task: str | TaskSpec, split: str = "train") -> 
     text_a, text_b, labels = [], [], []
     label_ids = {lab: i for i, lab in enumerate(spec.labels or ())}
     first_line = 2 if header is not None else 1
+    skipped = []
     for offset, row in enumerate(rows):
         line = first_line + offset
         if not row:
+            continue
+        if len(row) < n_cols and spec.skip_short_rows:
+            skipped.append(line)
             continue
         if len(row) != n_cols:
             raise ValueError(f"{path}:{line}: expected {n_cols} tab-separated columns, got {len(row)}")
@@ -189,6 +198,10 @@ def load_split(root: str | Path, task: str | TaskSpec, split: str = "train") -> 
         text_a.append(row[cols[0]])
         if col_b is not None:
             text_b.append(row[col_b])
+    if skipped:
+        warnings.warn(f"{path}: skipped {len(skipped)} rows with missing columns (lines "
+                      f"{', '.join(map(str, skipped[:5]))}{', ...' if len(skipped) > 5 else ''})",
+                      stacklevel=2)
     if not text_a:
         raise ValueError(f"{path} holds no examples")
     return GlueSplit(
