@@ -54,6 +54,8 @@ def _track(model: DeepFactorization, op, truth: torch.Tensor, lr: float, s: dict
 
     h = train(model, op, lr=lr, max_iter=s["max_iter"], tol=s["tol"], eval_every=s["every"],
               callback=observe)
+    if rec["iterations"][-1] != h.iterations[-1]:  # stopped on tol: train skips the callback there
+        observe(h.iterations[-1], model, h.loss[-1])
     rec["stop_reason"] = h.stop_reason
     return rec
 
@@ -270,7 +272,10 @@ def _fig3_compute(s: dict, seed: int, progress: bool) -> dict:
             rec["left"].append(float((top_left @ u1).abs()))
             rec["right"].append(float((top_right @ v1).abs()))
 
-        train(model, op, lr=lr, max_iter=s["max_iter"], tol=s["tol"], eval_every=s["every"], callback=observe)
+        h = train(model, op, lr=lr, max_iter=s["max_iter"], tol=s["tol"], eval_every=s["every"],
+                  callback=observe)
+        if rec["iterations"][-1] != h.iterations[-1]:  # the final iterate (no callback on tol)
+            observe(h.iterations[-1], model, h.loss[-1])
         out[problem] = rec
     return out
 
