@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lowdim._io import atomic_savefig, atomic_write_json
 from lowdim.datasets import low_rank_matrix
@@ -40,6 +39,7 @@ from lowdim.nonlinear import (
     deep_network,
     mlp,
     nonlinear_gradient_spectrum,
+    train_epoch,
     update_singular_values,
 )
 
@@ -79,18 +79,17 @@ def updates(kind: str, data, args) -> dict:
     layer = linears[-2]  # the penultimate weight
     opt = torch.optim.SGD(net.parameters(), lr=args.lr)
     g = torch.Generator().manual_seed(args.seed)
-    snaps, steps, t0 = [layer.weight.detach().clone()], 0, time.perf_counter()
-    for _ in range(args.epochs):
-        order = torch.randperm(len(x_tr), generator=g)
-        for i in range(0, len(order) - args.batch + 1, args.batch):
-            idx = order[i : i + args.batch]
-            opt.zero_grad()
-            loss = F.cross_entropy(net(x_tr[idx]), y_tr[idx])
-            loss.backward()
-            opt.step()
-            steps += 1
-            if steps % args.snapshot_every == 0:
-                snaps.append(layer.weight.detach().clone())
+    snaps, t0 = [layer.weight.detach().clone()], time.perf_counter()
+    per_epoch = len(x_tr) // args.batch
+
+    def snapshot(step: int) -> None:
+        if step % args.snapshot_every == 0:
+            snaps.append(layer.weight.detach().clone())
+
+    for epoch in range(args.epochs):
+        loss = train_epoch(net, opt, x_tr, y_tr, batch_size=args.batch, generator=g,
+                           on_step=lambda i, e=epoch: snapshot(e * per_epoch + i))
+    steps = args.epochs * per_epoch
     s = update_singular_values(snaps[-1], snaps[0])
     dist = consecutive_subspace_distances(snaps, args.subspace_rank)
     energy = float((s[: args.subspace_rank] ** 2).sum() / (s**2).sum())
@@ -98,7 +97,7 @@ def updates(kind: str, data, args) -> dict:
     row = {"update_sv": [float(f"{v:.4g}") for v in s[: 3 * r]], "top_r_energy": energy,
            "sv_r_plus_1_over_1": float(s[r] / s[0]), "subspace_distance": [float(f"{v:.3g}") for v in dist],
            "subspace_distance_median": float(np.median(dist)), "subspace_distance_max": float(max(dist)),
-           "final_loss": float(loss), "steps": steps, "seconds": round(time.perf_counter() - t0, 1)}
+           "final_loss": loss, "steps": steps, "seconds": round(time.perf_counter() - t0, 1)}
     print(f"seed 000 Fig. 1, {kind}: σ(W(T) − W(0)) top {3 * r}: "
           + " ".join(f"{v:.2g}" for v in s[: 3 * r])
           + f"; top-{r} energy {energy:.3f}, σ_{r + 1}/σ_1 = {row['sv_r_plus_1_over_1']:.3f}. Fig. 20: "

@@ -48,6 +48,7 @@ from lowdim.nonlinear import (
     factorize_layers,
     mlp,
     num_parameters,
+    train_epoch,
     training_flops,
     training_memory,
 )
@@ -97,17 +98,9 @@ def train(net, data, args, seed: int) -> dict:
         t0 = time.perf_counter()
         for _ in range(epochs_per_round):
             epoch += 1
-            order = torch.randperm(len(x_tr), generator=g)
-            for i in range(0, per_epoch * args.batch, args.batch):
-                idx = order[i : i + args.batch]
-                opt.zero_grad()
-                loss = F.cross_entropy(net(x_tr[idx]), y_tr[idx])
-                loss.backward()
-                opt.step()
-                steps += 1
+            train_epoch(net, opt, x_tr, y_tr, batch_size=args.batch, generator=g)
+            steps += per_epoch
         seconds += time.perf_counter() - t0
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"training diverged (loss {loss.item()}); pass a smaller --lr")
         val = accuracy(net, x_va, y_va)
         if val > best + args.min_delta:
             best, best_state, since = val, copy.deepcopy(net.state_dict()), 0

@@ -67,3 +67,25 @@ def test_training_memory_counts_a_sliced_batch_by_its_rows():
     net = torch.nn.Linear(30, 4, bias=False)
     sgd = lambda m: torch.optim.SGD(m.parameters(), lr=0.1)           # noqa: E731
     assert training_memory(net, lambda out: out.sum(), data[:8], sgd) == 4 * (2 * 120 + 8 * 30)
+
+
+def test_train_epoch_steps_and_divergence():
+    from lowdim import DivergenceError
+    from lowdim.nonlinear import train_epoch
+
+    torch.manual_seed(0)
+    x, y = torch.randn(70, 5), torch.randint(0, 3, (70,))
+    net = torch.nn.Linear(5, 3)
+    steps: list[int] = []
+    first = F.cross_entropy(net(x), y).item()
+    for _ in range(20):
+        train_epoch(net, torch.optim.SGD(net.parameters(), lr=0.1), x, y, batch_size=16,
+                    on_step=steps.append)
+    assert steps[:5] == [1, 2, 3, 4, 1] and len(steps) == 20 * 4      # 70 // 16 = 4 full batches
+    assert F.cross_entropy(net(x), y).item() < first
+    bad = x.clone()
+    bad[:, 0] = float("inf")                                         # a non-finite loss
+    with pytest.raises(DivergenceError, match="diverged at step 1"):
+        train_epoch(net, torch.optim.SGD(net.parameters(), lr=0.1), bad, y, batch_size=16)
+    with pytest.raises(ValueError, match="at least batch_size = 128"):
+        train_epoch(net, torch.optim.SGD(net.parameters(), lr=0.1), x, y)
