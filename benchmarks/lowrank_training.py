@@ -15,8 +15,8 @@ Training: minibatch SGD (``--lr``, momentum ``--momentum``, batch ``--batch``) *
 validation accuracy every ``--round-steps`` steps (whole epochs: one on MNIST, 50 on the 1 078
 training digits); training stops when it has not improved by more than ``--min-delta`` points for
 ``--patience`` validations (or after ``--max-rounds``, reported as not converged), and the test
-accuracy is that of the best-validation epoch. Per variant, over
-``--seeds`` seeds: test accuracy (mean ± std), epochs and seconds to convergence, trained
+accuracy is that of the best-validation epoch (a run whose loss turns non-finite stops there,
+keeps its best validated state and is reported as diverged). Per variant, over ``--seeds`` seeds: test accuracy (mean ± std), epochs and seconds to convergence, trained
 parameters, training memory (parameters, gradients, momentum, saved activations of one batch:
 :func:`lowdim.nonlinear.training_memory`), forward MACs per example and forward+backward FLOPs per
 example (``torch.utils.flop_counter.FlopCounterMode``), and the total training FLOPs to
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lowdim import DivergenceError
 from lowdim.datasets.mnist import load_mnist
 from lowdim.nonlinear import (
     count_macs,
@@ -93,14 +94,19 @@ def train(net, data, args, seed: int) -> dict:
     opt, g = make_opt(net), torch.Generator().manual_seed(seed)
     per_epoch = len(x_tr) // args.batch
     epochs_per_round = max(1, round(args.round_steps / per_epoch))  # one MNIST epoch; 50 on 8×8 digits
-    best, best_state, since, seconds, epoch, steps = -1.0, None, 0, 0.0, 0, 0
+    best, best_state, since, seconds, epoch, steps, diverged = -1.0, None, 0, 0.0, 0, 0, False
     for _ in range(args.max_rounds):
         t0 = time.perf_counter()
-        for _ in range(epochs_per_round):
-            epoch += 1
-            train_epoch(net, opt, x_tr, y_tr, batch_size=args.batch, generator=g)
-            steps += per_epoch
+        try:
+            for _ in range(epochs_per_round):
+                epoch += 1
+                train_epoch(net, opt, x_tr, y_tr, batch_size=args.batch, generator=g)
+                steps += per_epoch
+        except DivergenceError:  # keep the best validated state, say so
+            diverged = True
         seconds += time.perf_counter() - t0
+        if diverged:
+            break
         val = accuracy(net, x_va, y_va)
         if val > best + args.min_delta:
             best, best_state, since = val, copy.deepcopy(net.state_dict()), 0
@@ -113,7 +119,8 @@ def train(net, data, args, seed: int) -> dict:
     batch_x, batch_y = x_tr[: args.batch], y_tr[: args.batch]
     flops = training_flops(net, lambda out: F.cross_entropy(out, batch_y), batch_x)
     return {"acc": accuracy(net, x_te, y_te), "val": best, "epochs": epoch, "seconds": seconds,
-            "converged": converged, "params": num_parameters(net), "macs": count_macs(net, x_te[:8]),
+            "converged": converged, "diverged_at_epoch": epoch if diverged else None,
+            "params": num_parameters(net), "macs": count_macs(net, x_te[:8]),
             "mem_mb": training_memory(net, lambda out: F.cross_entropy(out, batch_y), batch_x,
                                       make_opt) / 2**20,
             "train_flops_per_example": flops, "train_tflops": flops * steps * args.batch / 1e12}
@@ -131,11 +138,14 @@ def summarize(name: str, results: dict[str, list[dict]]) -> dict:
                "train_tflops": round(float(np.mean([r["train_tflops"] for r in rs])), 3),
                "epochs": [r["epochs"] for r in rs],
                "seconds": round(float(np.mean([r["seconds"] for r in rs])), 1),
-               "converged": all(r["converged"] for r in rs)}
+               "converged": all(r["converged"] for r in rs),
+               "diverged_at_epoch": [r["diverged_at_epoch"] for r in rs if r["diverged_at_epoch"]]}
         table[variant] = row
         print(f"{'':{len(name) + 2}s}{variant:8s}{acc.mean():9.2f} ± {acc.std():4.2f}{row['params']:11d}"
               f"{row['mem_mb']:10.2f}{row['macs']:11.3e}{row['train_tflops']:14.3f}"
-              f"{np.mean(row['epochs']):8.1f}{row['seconds']:9.1f}{'' if row['converged'] else '  (cap)'}")
+              f"{np.mean(row['epochs']):8.1f}{row['seconds']:9.1f}{'' if row['converged'] else '  (cap)'}"
+              + (f"  (diverged at epochs {row['diverged_at_epoch']}; best validated state kept)"
+                 if row["diverged_at_epoch"] else ""))
     return table
 
 
