@@ -16,7 +16,8 @@ validation accuracy every ``--round-steps`` steps (whole epochs: one on MNIST, 5
 training digits); training stops when it has not improved by more than ``--min-delta`` points for
 ``--patience`` validations (or after ``--max-rounds``, reported as not converged), and the test
 accuracy is that of the best-validation epoch (a run whose loss turns non-finite stops there,
-keeps its best validated state and is reported as diverged). Per variant, over ``--seeds`` seeds: test accuracy (mean ± std), epochs and seconds to convergence, trained
+keeps its best validated state and is reported as diverged). Per variant, over ``--seeds`` seeds:
+test accuracy (mean ± std), epochs and seconds to convergence, trained
 parameters, training memory (parameters, gradients, momentum, saved activations of one batch:
 :func:`lowdim.nonlinear.training_memory`), forward MACs per example and forward+backward FLOPs per
 example (``torch.utils.flop_counter.FlopCounterMode``), and the total training FLOPs to
