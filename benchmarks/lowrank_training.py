@@ -5,11 +5,12 @@ normally or with the weights of its last two hidden layers factorized as ``W = B
 ``r = K = 10`` (the number of classes) or ``r = 1`` throughout training
 (:func:`lowdim.nonlinear.factorize_layers`; each factor drawn as PyTorch draws an ``nn.Linear``).
 
-Data (offline only): MNIST from ``$LOWDIM_DATA/mnist`` (55 000 training, 5 000 validation = the
-last 5 000 training images, 10 000 test) and scikit-learn's bundled 8×8 digits (UCI optdigits,
-1 797 images; stratified 60/20/20 split with ``--seed-split``). The talk averages MNIST,
-FashionMNIST and USPS; FashionMNIST and USPS are not available offline here (no installed package
-ships them), so the 8×8 digits stand in as the second, USPS-like digit set.
+Data (offline only): MNIST from ``$LOWDIM_DATA/mnist`` (the first ``--train-size`` of 55 000
+training images, 5 000 validation = the last 5 000 training images, 10 000 test) and
+scikit-learn's bundled 8×8 digits (UCI optdigits, 1 797 images; stratified 60/20/20 split with
+``--seed-split``). The talk averages MNIST, FashionMNIST and USPS; FashionMNIST and USPS are not
+available offline here (no installed package ships them), so the 8×8 digits stand in as the
+second, USPS-like digit set.
 
 Training: minibatch SGD (``--lr``, momentum ``--momentum``, batch ``--batch``) **to convergence**:
 validation accuracy every ``--round-steps`` steps (whole epochs: one on MNIST, 50 on the 1 078
@@ -61,7 +62,7 @@ def load(name: str, args) -> tuple[torch.Tensor, ...]:
     if name == "mnist":
         train, test = load_mnist("train", args.data), load_mnist("test", args.data)
         x, y = torch.as_tensor(train.images), torch.as_tensor(train.labels)
-        parts = (x[:-5000], y[:-5000], x[-5000:], y[-5000:],
+        parts = (x[: min(args.train_size, 55000)], y[: min(args.train_size, 55000)], x[-5000:], y[-5000:],
                  torch.as_tensor(test.images), torch.as_tensor(test.labels))
         return parts
     from sklearn.datasets import load_digits
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=os.environ.get("LOWDIM_DATA", "../shared/data"))
     ap.add_argument("--datasets", nargs="+", choices=("mnist", "digits"), default=["digits", "mnist"])
     ap.add_argument("--hidden", type=int, default=784)
+    ap.add_argument("--train-size", type=int, default=55000, help="MNIST training images used")
     ap.add_argument("--ranks", type=int, nargs="+", default=[10, 1], help="r = K = 10 and r = 1 (the talk)")
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--momentum", type=float, default=0.9)
