@@ -9,7 +9,7 @@ import os
 import pytest
 
 from lowdim.cli import main
-from lowdim.repro import Check, get_figure, registry, run_figure, verdict_of, write_report
+from lowdim.repro import Check, code_version, get_figure, registry, run_figure, verdict_of, write_report
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,10 @@ def test_every_figure_is_complete():
         assert len(fig.caption) > 40 and len(fig.claim) > 40, fig_id
         assert {"quick", "paper"} <= set(fig.sizes) and set(fig.estimate) >= {"quick", "paper"}, fig_id
         assert fig.sizes["quick"] != fig.sizes["paper"] or fig.estimate["paper"] < 120, fig_id
+        assert len(code_version(fig)) == 12, fig_id  # every source it depends on is found and hashed
+    # figures of different modules hash different sources; the same module, the same version
+    assert code_version(figures["003-fig2"]) == code_version(figures["003-fig3"])
+    assert code_version(figures["003-fig2"]) != code_version(figures["000-fig14"])
 
 
 def test_verdict_is_computed_from_the_checks():

@@ -280,7 +280,8 @@ def _fig15_compute(s: dict, seed: int, progress: bool) -> dict:
             continue
         ok = hc.stop_reason == "target_error"
         rows.append({"alpha": alpha, "diverged": False, "iterations": hc.iterations[-1] if ok else None,
-                     "seconds": svd + hc.seconds[-1] if ok else None, "error": hc.error[-1]})
+                     "seconds": svd + hc.seconds[-1] if ok else None, "error": hc.error[-1],
+                     "iterations_run": hc.iterations[-1], "seconds_run": svd + hc.seconds[-1]})
     ok = h.stop_reason == "target_error"
     return {"rows": rows, "original": {"iterations": h.iterations[-1] if ok else None,
                                        "seconds": h.seconds[-1] if ok else None, "error": h.error[-1],
@@ -290,11 +291,19 @@ def _fig15_compute(s: dict, seed: int, progress: bool) -> dict:
 def _fig15_plot(data: dict, s: dict):
     fig, axes = subplots(2)
     rows = [r for r in data["rows"] if r["iterations"] is not None]
+    capped = [r for r in data["rows"] if not r["diverged"] and r["iterations"] is None]
+    o = data["original"]
     for ax, key, unit in ((axes[0], "iterations", "iterations"), (axes[1], "seconds", "wall time (s)")):
         ax.plot([r["alpha"] for r in rows], [r[key] for r in rows], "o-", color=COLORS["compressed"],
                 label="C-DLN")
-        if data["original"][key] is not None:
-            ax.axhline(data["original"][key], color=COLORS["original"], ls="--", label="DLN (original)")
+        if capped:
+            ax.plot([r["alpha"] for r in capped], [r[f"{key}_run"] for r in capped], "^", ms=9,
+                    color=COLORS["compressed"], mfc="none", label="C-DLN, not converged at the cap")
+        if o[key] is not None:
+            ax.axhline(o[key], color=COLORS["original"], ls="--", label="DLN (original)")
+        else:
+            ax.axhline(o[f"{key}_run"], color=COLORS["original"], ls=":",
+                       label=f"DLN: not converged in {o['iterations_run']} iterations")
         bad = [r["alpha"] for r in data["rows"] if r["diverged"]]
         if bad:
             ax.plot(bad, [ax.get_ylim()[1]] * len(bad), "x", color="k", ms=9, label="diverged")
@@ -302,7 +311,7 @@ def _fig15_plot(data: dict, s: dict):
                f"{s['target_error']:g}", yscale="log")
     axes[0].set_title("iterations to converge vs α")
     axes[1].set_title("time to converge vs α")
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     return fig
 
 
