@@ -3,8 +3,7 @@
 Protocol (seed 003, Sec. 4.2 and App. B): for each seed, draw ``n`` training examples without
 replacement (the same subset, and the same head initialisation, for every method), fine-tune a
 regression / classification head and the adapters of a pretrained encoder with AdamW (batch 16,
-max length 128, length-grouped batches) until the training loss is reached or stalls or a step
-cap, then evaluate on the full dev split (or a seeded random subset).  Paper settings: LoRA r = 8,
+max length 128, length-grouped batches) until a training-loss target or a step cap, then evaluate on the full dev split (or a seeded random subset).  Paper settings: LoRA r = 8,
 α = 8, η = 1e-4; Deep LoRA r = 8, η = 1e-2, γ = 1e-2, depth 3, ε = 1e-3.
 
 The head sits on the pooling the checkpoint was trained with (:mod:`lowdim.lora.heads`: mean
@@ -13,7 +12,7 @@ ordinary BERT checkpoints); a regression head's bias starts at the training-labe
 methods train the head with the same learning rate ``head_lr``.  A run counts as *converged* only
 when its final training loss is below ``converged_fraction`` times the loss of the best constant
 prediction (the label variance for regression, the label entropy for classification); runs that
-stall above it are reported as not converged, with their loss curve.
+end above it are reported as not converged, with their loss curve.
 
 Each finished run is appended as one JSON line to the results file (one ``write`` of a complete
 line, flushed and fsync'ed); its adapters are saved under ``adapters/<task>-<method>-n<n>-seed<s>``
@@ -134,9 +133,11 @@ class FinetuneConfig:
         metadata=_help("Stop early when the windowed training loss is below this fraction of it."),
     )
     rel_tol: float = field(
-        default=1e-2,
-        metadata=_help("... or changes by less than this fraction between consecutive windows "
-                       "(stalled; converged only if below converged_fraction)."),
+        default=0.0,
+        metadata=_help("If > 0, also stop when the windowed loss changes by less than this fraction "
+                       "between consecutive windows (stalled; converged only if below "
+                       "converged_fraction). Off by default: Deep LoRA's small initialisation "
+                       "starts on a plateau that such a test mistakes for a stall."),
     )
     window: int = field(default=20, metadata=_help("Window (steps) of the stopping tests."))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
@@ -434,7 +435,7 @@ def _stop_reason(losses: list[float], cfg: FinetuneConfig, baseline: float) -> s
         recent = float(np.mean(losses[-w:]))
         if recent < cfg.stop_fraction * baseline:
             return "target"
-        if len(losses) >= 2 * w:
+        if cfg.rel_tol > 0 and len(losses) >= 2 * w:
             previous = float(np.mean(losses[-2 * w : -w]))
             if abs(previous - recent) < cfg.rel_tol * max(previous, 1e-12):
                 return "stalled"

@@ -198,7 +198,12 @@ def run_study(
     for n in cfg.n_train:
         if n > len(pool_data):
             raise ValueError(f"n = {n} is larger than the training pool ({len(pool_data)} examples)")
-        while True:  # runs claimed by other processes: wait for their records
+    for n in cfg.n_train:  # every selection run this process can claim, all sizes first
+        for m in cfg.methods:
+            for lr in grid:
+                run("select", m, n, selection_seed, lr, held, False)
+    for n in cfg.n_train:
+        while True:  # selection runs claimed by other processes: wait for their records
             sel = {(m, lr): run("select", m, n, selection_seed, lr, held, False)
                    for m in cfg.methods for lr in grid}
             if all(r is not None for r in sel.values()):
