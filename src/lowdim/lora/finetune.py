@@ -3,8 +3,9 @@
 Protocol (seed 003, Sec. 4.2 and App. B): for each seed, draw ``n`` training examples without
 replacement (the same subset, and the same head initialisation, for every method), fine-tune a
 regression / classification head and the adapters of a pretrained encoder with AdamW (batch 16,
-max length 128, length-grouped batches) until a training-loss target or a step cap, then evaluate on the full dev split (or a seeded random subset).  Paper settings: LoRA r = 8,
-α = 8, η = 1e-4; Deep LoRA r = 8, η = 1e-2, γ = 1e-2, depth 3, ε = 1e-3.
+max length 128, length-grouped batches) until a training-loss target or a step cap, then evaluate
+on the full dev split (or a seeded random subset).  Paper settings: LoRA r = 8, α = 8, η = 1e-4;
+Deep LoRA r = 8, η = 1e-2, γ = 1e-2, depth 3, ε = 1e-3.
 
 The head sits on the pooling the checkpoint was trained with (:mod:`lowdim.lora.heads`: mean
 pooling for sentence-transformers checkpoints such as all-MiniLM-L6-v2, the ``[CLS]`` pooler for
