@@ -128,6 +128,58 @@ def test_early_stopping_keeps_best_iterate():
     assert est.n_iter_ == est.validation_iterations_[-1] == est.best_iteration_ + 5 * 10
 
 
+def _stars(seed=0):
+    pb = completion_problem(60, 80, 2, 0.5, noise=0.1, random_state=seed)
+    stars = np.clip(np.round(3 + 1.5 * pb.values / pb.values.std()), 1, 5)
+    return pd.DataFrame({"user": pb.rows, "item": pb.cols, "rating": stars})
+
+
+def test_refit_is_kept_only_if_it_fits_the_validation_entries(monkeypatch):
+    """The refit on all entries replaces the early-stopped model only when it fits the former
+    validation entries at least as well as they were predicted held out; else a warning and the
+    early-stopped model stays, bit for bit."""
+    df = _stars()
+    kw = dict(random_state=0, max_iter=400)
+    early = DeepMatrixCompletion(refit=False, **kw).fit(df)
+    refit = DeepMatrixCompletion(**kw).fit(df)
+    assert refit.refitted_ and not early.refitted_
+    assert refit.n_iter_ == refit.best_iteration_ == early.best_iteration_
+    assert refit.validation_rmse_ == early.validation_rmse_ and refit.settings_["refit"]
+    assert not np.array_equal(refit.left_, early.left_)
+    # the refit trains on the validation entries too: they are fitted better than held out
+    vr, vc, vv = early._validation_entries
+    assert np.sqrt(np.mean((refit.predict(vr, vc) - vv) ** 2)) < min(early.validation_rmse_)
+    # a refit that went wrong (here: its low-rank term blown up 30 times) is refused
+    original = DeepMatrixCompletion._fit_run
+
+    def blown_refit(self, *args):
+        original(self, *args)
+        if self._refitting is not None:
+            self.left_ = 30 * self.left_
+
+    monkeypatch.setattr(DeepMatrixCompletion, "_fit_run", blown_refit)
+    with pytest.warns(RuntimeWarning, match="keeping the early-stopped model"):
+        kept = DeepMatrixCompletion(**kw).fit(df)
+    assert not kept.refitted_ and kept.n_iter_ == early.n_iter_
+    np.testing.assert_array_equal(kept.left_, early.left_)
+    np.testing.assert_array_equal(kept.predict(df), early.predict(df))
+
+
+def test_divergence_after_the_best_iterate_keeps_it():
+    """η = 0.08 with implicit feedback blows up on these ratings after its best validated
+    iterate: the run ends there with a warning (as a rising validation error would end it)."""
+    df = _stars()
+    with pytest.warns(RuntimeWarning, match="non-finite.*Kept the best validated iterate"):
+        est = DeepMatrixCompletion(learning_rate=0.08, n_iter_no_change=1000, refit=False,
+                                   random_state=0).fit(df)
+    assert est.history_.stop_reason == "diverged" and est.best_iteration_ < est.n_iter_
+    bias_only = DeepMatrixCompletion(max_iter=0, random_state=0).fit(df)
+    assert np.isfinite(est.left_).all() and est.rmse(df) < 0.6 * bias_only.rmse(df)
+    with pytest.raises(FloatingPointError, match="diverged"):  # no validation: nothing to keep
+        DeepMatrixCompletion(learning_rate=0.08, validation_fraction=None, max_iter=1000,
+                             random_state=0).fit(df)
+
+
 # ----------------------------------------------------------------------------- bad input
 def _obs():
     return np.array([0, 1, 2, 2]), np.array([1, 0, 2, 1]), np.array([1.0, 2.0, 3.0, 4.0])

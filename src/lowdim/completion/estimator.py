@@ -436,8 +436,8 @@ class DeepMatrixCompletion(CompletionEstimator):
     refit : bool, optional
         After early stopping, train again from the same initialization on *all* entries (the
         validation ones included) for ``best_iteration_`` iterations. The refit is kept only if it
-        fits the former validation entries at least as well as the early-stopped model predicted
-        them (else a warning, and the early-stopped model stays; ``refitted_`` says which).
+        fits the former validation entries at least as well (within 5%) as the early-stopped model
+        predicted them (else a warning, and the early-stopped model stays; ``refitted_`` says which).
         Preset: off exact, on ratings (0.8952 → 0.8925 on the inner split of u1.base).
     implicit : float, optional
         Weight of the implicit-feedback blocks: a user is also described by the items they rated,
@@ -724,8 +724,9 @@ class DeepMatrixCompletion(CompletionEstimator):
         """Train again on all entries for the early-stopped number of iterations (``refit``).
 
         Kept only if it fits the former validation entries, now training entries, at least as well
-        as the early-stopped model predicted them held out; else (a run that met an instability
-        the validation split no longer watches) the early-stopped model stays, with a warning.
+        (within 5%) as the early-stopped model predicted them held out; else (a run that met an
+        instability the validation split no longer watches) the early-stopped model stays, with a
+        warning.
         """
         early = dict(self.__dict__)
         vr, vc, vv = self._validation_entries
@@ -735,7 +736,8 @@ class DeepMatrixCompletion(CompletionEstimator):
         try:
             self._fit_run(X, y, shape, row_features, col_features)
             pred = self._clip(self._bias_at(vr, vc) + self.scale_ * self._predict_normalized(vr, vc))
-            ok = float(np.sqrt(np.mean((pred - vv) ** 2))) <= held_out  # vr, vc: positions
+            # vr, vc: positions; 5% slack for an under-trained refit, which is no better in-sample
+            ok = float(np.sqrt(np.mean((pred - vv) ** 2))) <= 1.05 * held_out
         except DivergenceError:
             ok = False
         finally:
