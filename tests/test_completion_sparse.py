@@ -11,6 +11,7 @@ from lowdim.compression import invariant_subspace_compression
 from lowdim.datasets import completion_problem
 from lowdim.factorization import DeepFactorization
 from lowdim.initialization import ImplicitOrthogonalInit
+from lowdim.operators import EntryObservation
 from lowdim.training import recovery_error, train
 
 
@@ -76,3 +77,62 @@ def test_factored_recovery_error_equals_dense():
     model = DeepFactorization([50, 5, 5, 40], scale=0.7, random_state=1)
     dense = recovery_error(model, p @ q.T)
     assert abs(recovery_error(model, (p, q)) - dense) < 1e-10
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("fraction", [0.3, 0.02])  # dense A_blk B tiles / chunked gathers
+def test_fused_kernel_both_sddmm_modes_and_any_entry_order(dtype, fraction):
+    """Loss and both gradients of the fused pass equal dense autograd, for entries given in a
+    random order (the layout sorts them) and for both SDDMM paths."""
+    from lowdim.completion import sparse
+
+    rng = np.random.default_rng(1)
+    m, n, k = 700, 300, 6
+    flat = rng.choice(m * n, size=int(fraction * m * n), replace=False)  # unsorted
+    y = rng.standard_normal(flat.size)
+    op = EntryObservation(flat // n, flat % n, y, (m, n), dtype=dtype)
+    sop = SparseEntryObservation.from_operator(op, weight=0.7)
+    lay = sop.layout
+    assert lay.perm is not None and lay.dense_tiles == (fraction >= sparse.DENSE_TILE_FRACTION)
+    a = torch.randn(m, k, dtype=dtype, requires_grad=True)
+    b = torch.randn(k, n, dtype=dtype, requires_grad=True)
+    loss = observed_loss(a, b, sop.rows, sop.cols, sop.y, 0.7, lay)
+    ga, gb = torch.autograd.grad(loss, [a, b])
+    with torch.no_grad():
+        ref_pred = (a.double() @ b.double())[op.rows, op.cols]
+    ref = 0.5 * 0.7 * ((a @ b)[op.rows, op.cols] - op.y).square().sum()
+    ra, rb = torch.autograd.grad(ref, [a, b])
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    assert abs(float(loss) - float(ref)) <= tol * float(ref)
+    for g, r in ((ga, ra), (gb, rb)):
+        assert float((g - r).abs().max()) <= tol * float(r.abs().max())
+    model = DeepFactorization.from_factors([b.detach(), a.detach()])
+    pred = sop.predict(model)  # in the caller's order
+    assert float((pred.double() - ref_pred).abs().max()) <= tol * float(ref_pred.abs().max())
+
+
+def test_sparse_maps_equal_the_dense_surrogate_and_gradient():
+    """The compression reads Ω⊙Y/p and P_Ω(W(0) − Y) through the cached layout: same matrices as
+    the parent class's (COO-built) ones."""
+    pb = completion_problem(40, 30, 2, 0.3, random_state=2)
+    op = pb.operator()
+    sop = SparseEntryObservation(pb.rows[::-1].copy(), pb.cols[::-1].copy(), pb.values[::-1].copy(),
+                                 pb.shape)
+    init = ImplicitOrthogonalInit((40, 30), 3, 0.5, block_size=1, random_state=0)
+    for ours, ref in ((sop.surrogate_map(), op.surrogate_map()),
+                      (sop.gradient_at(init), op.gradient_at(init))):
+        assert float((ours.dense() - ref.dense()).abs().max()) < 1e-12
+        x = torch.randn(30, 3, dtype=torch.float64)
+        assert float((ours.matmul(x) - ref.matmul(x)).abs().max()) < 1e-12
+    assert abs(sop.scale() - op.scale()) < 1e-12 * op.scale()
+
+
+def test_shards_are_contiguous_rows_with_balanced_entries():
+    from lowdim.completion.distributed import shard_rows
+
+    crow = np.concatenate([[0], np.cumsum([5, 0, 3, 9, 1, 0, 6, 6])])  # 30 entries, 8 rows
+    parts = shard_rows(crow, 3)
+    assert parts[0][0] == 0 and parts[-1][1] == 8
+    assert all(parts[i][1] == parts[i + 1][0] for i in range(2))
+    sizes = [int(crow[e] - crow[s]) for s, e in parts]
+    assert sum(sizes) == 30 and max(sizes) <= 12

@@ -42,7 +42,7 @@ import torch
 
 from ..factorization import DeepFactorization
 from ..initialization import FullWidthInit
-from ..linalg import LinearMap
+from ..linalg import LinearMap, compute_dtype
 from ..operators import EntryObservation
 
 __all__ = ["ObservedLayout", "SparseEntryObservation", "entries_chunked", "observed_loss"]
@@ -99,8 +99,9 @@ class ObservedLayout:
         np.cumsum(counts, out=crow[1:])
         self.crow_np, self.cols_np = crow.astype(itype), c.astype(itype)
         self.crow, self.cols = torch.from_numpy(self.crow_np), torch.from_numpy(self.cols_np)
-        self.dense_tiles = nnz >= DENSE_TILE_FRACTION * m * n
-        self.blocks = self._blocks(crow, m, n)
+        span = (int(r[-1]) - int(r[0]) + 1) if nnz else 0  # rows from the first to the last entry
+        self.dense_tiles = nnz > 0 and nnz >= DENSE_TILE_FRACTION * span * n
+        self.blocks = self._blocks(crow, int(r[0]) if nnz else 0, int(r[-1]) + 1 if nnz else 0, n)
         self.rows_sorted = None
         if self.dense_tiles:
             self.local = torch.from_numpy(
@@ -110,15 +111,18 @@ class ObservedLayout:
         else:
             self.rows_sorted = torch.from_numpy(r.astype(itype))
         self._buffers: dict = {}
+        #: Sums loss and gradients over processes (set on a shard by lowdim.completion.distributed).
+        self.reduce: Callable | None = None
 
-    def _blocks(self, crow: np.ndarray, m: int, n: int) -> list[tuple[int, int, int, int]]:
-        """Row ranges ``(s, e, lo, hi)`` whose ``(e − s) × n`` tiles hold ``_CHUNK_ELEMENTS / 4``
-        numbers (dense tiles only; the gathers cut Ω into fixed chunks instead)."""
+    def _blocks(self, crow: np.ndarray, first: int, stop: int, n: int) -> list[tuple[int, int, int, int]]:
+        """Row ranges ``(s, e, lo, hi)`` of rows ``first … stop − 1`` whose ``(e − s) × n`` tiles
+        hold ``_CHUNK_ELEMENTS / 4`` numbers (dense tiles only; the gathers cut Ω into fixed chunks
+        instead)."""
         if not self.dense_tiles:
             return []
         step = max(1, (_CHUNK_ELEMENTS // 4) // n)
-        return [(s, min(m, s + step), int(crow[s]), int(crow[min(m, s + step)]))
-                for s in range(0, m, step)]
+        return [(s, min(stop, s + step), int(crow[s]), int(crow[min(stop, s + step)]))
+                for s in range(first, stop, step)]
 
     # ------------------------------------------------------------------ kernels
     def buffer(self, name: str, size: int, dtype: torch.dtype) -> torch.Tensor:
@@ -243,7 +247,7 @@ class _ObservedLoss(torch.autograd.Function):
         else:
             loss, ga, gb = _index_add_loss(a_, bt_, rows, cols, values, weight, need)
         if reduce is not None:
-            loss, ga, gb = reduce(loss, ga, gb)
+            loss, ga, gb = reduce(loss, ga, gb, a=a_, bt=bt_)
         ctx.grads = (ga, gb)
         return loss
 
@@ -270,8 +274,9 @@ def observed_loss(
     ``left`` is ``m × k`` and ``right`` is ``k × n``; differentiable in both. With ``pattern`` (the
     :class:`ObservedLayout` of ``rows, cols``; CPU) the loss and both gradients come from one fused
     pass (SDDMM, then CSR products); without it, from chunked gathers and ``index_add_``.
-    ``reduce(loss, grad_left, grad_rightᵀ)``, when given, returns the three summed over
-    processes (:mod:`lowdim.completion.distributed`).
+    ``reduce(loss, grad_left, grad_rightᵀ, a=left, bt=rightᵀ)`` (default: the layout's, set on a
+    shard of Ω by :mod:`lowdim.completion.distributed`) returns the first three summed over
+    processes.
 
     Examples
     --------
@@ -283,6 +288,8 @@ def observed_loss(
     >>> float(loss), a.grad.flatten().tolist()
     (2.0, [-2.0, 0.0])
     """
+    if reduce is None and pattern is not None:
+        reduce = pattern.reduce
     return _ObservedLoss.apply(
         left, right.T.contiguous(), rows, cols, values, float(weight), pattern, reduce
     )
@@ -305,6 +312,11 @@ class SparseEntryObservation(EntryObservation):
         Loss ``½ · weight · Σ_Ω (ŷ − y)²``.
     device : torch.device or str, optional
         Where the index and value tensors live.
+    distributed : bool, optional
+        Keep only this process's shard of Ω (contiguous rows, balanced by entries) and sum the
+        loss, its gradients and the compression's products over the ``torch.distributed`` process
+        group (:mod:`lowdim.completion.distributed`). ``None`` (default) follows
+        :func:`~lowdim.completion.distributed.data_parallel`; one process is plain training.
 
     Examples
     --------
@@ -320,8 +332,11 @@ class SparseEntryObservation(EntryObservation):
     True
     """
 
+    _dist = None  # the process group's sums (lowdim.completion.distributed) when sharded
+
     def __init__(
-        self, rows, cols, values, shape, *, dtype=torch.float64, weight: float = 1.0, device=None
+        self, rows, cols, values, shape, *, dtype=torch.float64, weight: float = 1.0, device=None,
+        distributed: bool | None = None,
     ) -> None:
         r = np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows).reshape(-1)
         c = np.asarray(cols.cpu() if isinstance(cols, torch.Tensor) else cols).reshape(-1)
@@ -337,6 +352,9 @@ class SparseEntryObservation(EntryObservation):
             raise ValueError(f"weight must be positive and finite, got {weight}")
         self.weight = float(weight)
         self._pattern = ObservedLayout(self.rows, self.cols, self.shape)
+        from .distributed import shard_if_wanted
+
+        shard_if_wanted(self, distributed)
         if device is not None:
             self.rows, self.cols, self.y = (
                 self.rows.to(device), self.cols.to(device), self.y.to(device)
@@ -359,7 +377,13 @@ class SparseEntryObservation(EntryObservation):
 
     def _reduce(self) -> Callable | None:
         """How loss and gradients are summed over processes (``None``: one process)."""
-        return None
+        return self._pattern.reduce
+
+    @property
+    def fraction(self) -> float:
+        """Observed fraction ``p = |Ω| / (m n)`` (all processes' entries when sharded)."""
+        total = self.y.numel() if self._dist is None else self._dist.total
+        return total / (self.shape[0] * self.shape[1])
 
     def loss(self, model: DeepFactorization) -> torch.Tensor:
         self.check_model(model)
@@ -368,6 +392,7 @@ class SparseEntryObservation(EntryObservation):
                              self._pattern, self._reduce())
 
     def predict(self, model: DeepFactorization) -> torch.Tensor:
+        """The model's values on Ω (on this process's shard when sharded)."""
         self.check_model(model)
         left, right = model.split()
         lay = self._pattern
@@ -379,38 +404,42 @@ class SparseEntryObservation(EntryObservation):
         return lay.to_caller(out)
 
     def scale(self) -> float:
-        return 0.5 * self.weight * float(self.y.double().square().sum())
+        local = self.y.double().square().sum().reshape(1)
+        total = local if self._dist is None else self._dist.all_reduce(local)
+        return 0.5 * self.weight * float(total)
 
     # ------------------------------------------------------------------ compression inputs
     def _sparse_map(self, values: torch.Tensor) -> LinearMap:
-        """The ``m × n`` matrix with ``values`` (layout order, float64) on Ω, as products on the
-        cached layout (no COO → CSR conversion, no copy of the indices)."""
-        lay = self._pattern
+        """The ``m × n`` matrix with ``values`` (layout order) on Ω, as products on the cached
+        layout (no COO → CSR conversion, no copy of the indices), computing in ``values.dtype``:
+        float64 data gets ARPACK's machine precision, float32 data the randomized SVD
+        (:func:`lowdim.linalg.top_singular`)."""
+        lay, dtype = self._pattern, values.dtype
 
         def matmul(x):
-            return lay.matmul(values, x.detach().to("cpu", torch.float64)).to(x.device, x.dtype)
+            return lay.matmul(values, x.detach().to("cpu", dtype)).to(x.device, x.dtype)
 
         def rmatmul(y):
-            return lay.rmatmul(values, y.detach().to("cpu", torch.float64)).to(y.device, y.dtype)
+            return lay.rmatmul(values, y.detach().to("cpu", dtype)).to(y.device, y.dtype)
 
         def dense():
-            out = torch.zeros(self.shape, dtype=torch.float64)
+            out = torch.zeros(self.shape, dtype=dtype)
             out[self.rows.cpu(), self.cols.cpu()] = lay.to_caller(values)
             return out
 
-        return LinearMap(tuple(self.shape), matmul, rmatmul, torch.float64, self.y.device, dense)
+        local = LinearMap(tuple(self.shape), matmul, rmatmul, dtype, self.y.device, dense)
+        return local if self._dist is None else self._dist.summed_map(local)
 
     def surrogate_map(self) -> LinearMap:
         """``Ω⊙Φ / p`` as products on the cached layout (seed 000 Algorithm 1's surrogate)."""
-        lay = self._pattern
-        return self._sparse_map(lay.in_order(self.y.detach().cpu().double()) / self.fraction)
+        lay, y = self._pattern, self.y.detach().cpu()
+        return self._sparse_map(lay.in_order(y.to(compute_dtype(y.dtype))) / self.fraction)
 
     def gradient_at(self, init: FullWidthInit) -> LinearMap:
         """``E = P_Ω(W_{L:1}(0) − Φ)`` on the cached layout (``|Ω|`` non-zeros)."""
-        lay = self._pattern
-        rows, cols = self.rows.cpu(), self.cols.cpu()
-        values = init.entries(rows, cols, torch.float64) - self.y.detach().cpu().double()
-        return self._sparse_map(lay.in_order(values))
+        lay, y = self._pattern, self.y.detach().cpu()
+        values = init.entries(self.rows.cpu(), self.cols.cpu(), torch.float64) - y.double()
+        return self._sparse_map(lay.in_order(values.to(compute_dtype(y.dtype))))
 
 
 def entries_chunked(
