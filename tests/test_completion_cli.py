@@ -98,3 +98,30 @@ def test_constant_ratings_are_explained_not_a_crash(tmp_path, capsys):
         assert _run(path, "--out", tmp_path / "o") == 0
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["test"]["rmse"] == 0.0 and summary["iterations"] == 0
+
+
+def test_large_files_in_chunks_and_the_binary_cache(tmp_path, monkeypatch):
+    """Chunked parsing gives the table of one read; the cache gives it back without parsing, and
+    is ignored once the file changes."""
+    import lowdim.datasets.ratings as ratings
+
+    path = tmp_path / "r.csv"
+    data = _star_file(path, sep=",")
+    whole = load_ratings(path)
+    monkeypatch.setattr(ratings, "CHUNK_BYTES", 100)  # this small file is "large" now
+    monkeypatch.setattr(ratings, "_CHUNK_LINES", 97)
+    chunked = load_ratings(path, cache=True, progress=False)
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert (tmp_path / "r.csv.lowdim-cache" / "meta.json").is_file()
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("parsed although the cache is valid")
+
+    monkeypatch.setattr(ratings, "_parse", no_parse)
+    cached = load_ratings(path, cache=True)
+    pd.testing.assert_frame_equal(cached, whole)
+    assert cached.attrs["first_line"] == 2 and len(cached) == len(data)
+    monkeypatch.undo()
+    data.iloc[:10].to_csv(path, index=False)  # the file changed: parsed again, cache renewed
+    assert len(load_ratings(path, cache=True)) == 10
+    assert json.loads((tmp_path / "r.csv.lowdim-cache" / "meta.json").read_text())["n"] == 10

@@ -96,6 +96,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--cache", action="store_true",
+                   help="keep a binary copy of the parsed ratings beside each file "
+                        "(FILE.lowdim-cache/, numeric labels) and read it instead of the text "
+                        "while the file is unchanged: large files load in seconds")
     p.add_argument("--distributed", action="store_true",
                    help="data parallel over the processes that torchrun starts (each fits a shard "
                         "of the training ratings; gloo on CPUs, NCCL on GPUs; rank 0 writes --out): "
@@ -150,10 +154,12 @@ def _load(args) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train and test tables, each with repeated pairs resolved (``--duplicates``) before the split."""
     from ..datasets.ratings import load_ratings, merge_duplicates
 
-    data = merge_duplicates(load_ratings(args.ratings, sep=args.sep), args.duplicates)
+    opts = {"sep": args.sep, "cache": bool(getattr(args, "cache", False)),
+            "progress": not args.no_progress}
+    data = merge_duplicates(load_ratings(args.ratings, **opts), args.duplicates)
     if args.test is None:
         return _split(data, 0.2 if args.test_frac is None else args.test_frac, args.seed)
-    test = merge_duplicates(load_ratings(args.test, sep=args.sep), args.duplicates)
+    test = merge_duplicates(load_ratings(args.test, **opts), args.duplicates)
     both = data[["row", "col"]].merge(test[["row", "col"]]).drop_duplicates()
     if len(both):
         warnings.warn(f"{len(both)} (row, column) pair(s) are in both {args.ratings} and "
