@@ -211,10 +211,10 @@ def _fig13_plot(data: dict, s: dict):
         for i in range(c_val.shape[1]):
             lab = f"{_NAMES[name]}, i = {i + 1}"
             axes[0].semilogy(t, np.maximum(c_val[:, i], 1e-32), style, color=f"C{i}", label=lab)
-            axes[1].semilogy(t, np.maximum(c_vec[:, i], 1e-32), style, color=f"C{i}", label=lab)
+            axes[1].semilogy(t, np.maximum(c_vec[:, i], 1e-17), style, color=f"C{i}", label=lab)
     axes[0].set(xlabel="iteration", ylabel="(σ_i(t) − σ_i*)²", title="c_val of each principal component")
     axes[1].set(xlabel="iteration", ylabel="1 − |⟨u_i, u_i*⟩| (worse of u, v)",
-                title="c_vec of each principal component")
+                title="c_vec of each principal component (floored at 1e-17)")
     axes[0].legend(ncol=2, fontsize=8)
     return fig
 
