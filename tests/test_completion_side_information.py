@@ -68,7 +68,7 @@ def test_feature_loss_gradients_and_surrogate_match_dense_references():
     full = torch.tensor(fu.toarray()) @ (ws[2] @ ws[1] @ ws[0]) @ torch.tensor(fi.toarray()).T
     ref = 0.5 * 2.5 * (full[rows, cols] - torch.tensor(vals)).square().sum()
     ref.backward()
-    assert abs(float(loss) - float(ref)) < 1e-10 * float(ref)
+    assert abs(loss.item() - ref.item()) < 1e-10 * ref.item()
     for g, w in zip(grads, ws):
         assert torch.allclose(g, w.grad, rtol=0, atol=1e-10)
     # the spectral initialization reads F_uᵀ (Ω⊙Y/p) F_i

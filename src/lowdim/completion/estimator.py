@@ -30,7 +30,10 @@ Data normalization (why the defaults work on any rating scale)
    depends on the observed fraction (``learning_rate = 0.5`` here is ``η = 2.5`` of the summed loss
    at ``p = 0.2``).
 
-Predictions are mapped back: ``Ŷ_ij = b_ij + s · W_ij``.
+Predictions are mapped back: ``Ŷ_ij = b_ij + s · W_ij``. With implicit feedback or side information
+(``implicit``, ``side_weight``, ``row_features`` / ``col_features``) the trained factorization
+multiplies sparse feature matrices, ``W = F_u W_{L:1} F_iᵀ``
+(:mod:`lowdim.completion.side_information`).
 
 The default γ and how it depends on the scale and the depth
 -----------------------------------------------------------

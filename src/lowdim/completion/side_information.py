@@ -19,6 +19,20 @@ so row ``u``'s vector is ``Σ_f F_u[u, f] · (W_{L:1})[f]``. The blocks lowdim b
 Everything stays sparse: the loss costs one sparse product per side on top of the observed-entry
 loss (:func:`~lowdim.completion.sparse.observed_loss`), and the spectral initialization of
 C-DLN reads the top singular vectors of the augmented surrogate ``F_uᵀ (Ω⊙Y/p) F_i``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from lowdim.completion.side_information import feature_matrix, implicit_block
+>>> rows, cols = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2])
+>>> nbar = implicit_block(rows, cols, (3, 3))
+>>> round(float(np.linalg.norm(nbar.toarray(), 2)), 12)   # spectral norm 1
+1.0
+>>> feature_matrix(3, (5.0, nbar)).shape                   # F_u = [I | 5 N̄]
+(3, 6)
+
+:class:`~lowdim.completion.DeepMatrixCompletion` builds these from ``implicit``, ``side_weight``
+and the ``row_features`` / ``col_features`` given to ``fit``.
 """
 
 from __future__ import annotations
