@@ -25,7 +25,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "repro",
         help="reproduce the papers' figures, each with a verdict on its claim, and a report page",
-        description=__doc__.split("\n\n")[0],
+        description="List, run and report the papers' figures, each with a verdict on its claim computed "
+                    "from the measured numbers.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="ids: 'list' shows them; 'all' runs every figure",
     )
@@ -73,9 +74,15 @@ def run(args: argparse.Namespace) -> int:
         return _list(out)
     if args.threads:
         torch.set_num_threads(args.threads)
-    ids = list(registry()) if args.ids == ["all"] else args.ids
+    if args.ids == ["all"]:
+        ids = [i for i, fig in registry().items() if args.size in fig.sizes]
+        skipped = sorted(set(registry()) - set(ids))
+        if skipped:
+            print(f"no {args.size} size for {', '.join(skipped)}: skipped")
+    else:
+        ids = args.ids
     for fig_id in ids:
-        get_figure(fig_id)  # unknown ids fail before anything runs
+        get_figure(fig_id).settings(args.size)  # unknown ids and sizes fail before anything runs
     start = time.perf_counter()
     for fig_id in ids:
         rec = run_figure(fig_id, size=args.size, out=out, seed=args.seed, force=args.force,
