@@ -4,9 +4,9 @@ Official split u1 (u1.base / u1.test), a seeded random 5-fold cross-validation o
 (:meth:`lowdim.datasets.movielens.MovieLens100K.kfold`, seed 0) and three seeded random 80/20 splits
 of u.data (``random80``: seeds 1, 2, 3, a fresh permutation each). For each method: test RMSE, MAE and
 fit seconds, wall (``fit_s``) and CPU of this one-thread process (``cpu_s``: what the fit takes on an
-otherwise idle core; wall seconds grow with the machine's load) — means over folds / splits. scikit-surprise's SVD and SVD++ (default settings) run in
-the same process when the optional package is installed (``pip install scikit-surprise``);
-otherwise they are reported as null.
+otherwise idle core; wall seconds grow with the machine's load) — means over folds / splits.
+scikit-surprise's SVD and SVD++ (default settings) run in the same process when the optional
+package is installed (``pip install scikit-surprise``); otherwise they are reported as null.
 
 ``lowdim`` is the estimator as a user calls it for ratings: ``DeepMatrixCompletion(random_state=0)``
 — the ``"ratings"`` preset (:data:`lowdim.defaults.COMPLETION_PRESETS`, every value chosen on a 10%
@@ -16,9 +16,9 @@ an item — from the training ratings only), early stopping on 10% of the traini
 refit on all of them, float32, predictions clipped to the observed range. ``lowdim_side`` is the
 same call given the side information of ``u.user`` (age, gender, occupation) and ``u.item`` (19
 genres) as ``row_features`` / ``col_features``. ``lowdim_plain`` is the previous ratings preset
-(no implicit feedback, no refit, η = 0.1, float64); ``lowdim_compressed`` the invariant-subspace
-compressed model with it (``method="compressed", rank=10``). Users/movies absent from training fall
-back to the biases.
+(no implicit feedback, no refit, η = 0.1; in float32 like the new one); ``lowdim_compressed`` the
+invariant-subspace compressed model with it (``method="compressed", rank=10``). Users/movies absent
+from training fall back to the biases.
 
 Usage: ``python benchmarks/movielens.py [--data DIR] [--skip-cv]``. Ends with one JSON line.
 """
@@ -40,7 +40,7 @@ from lowdim.datasets.movielens import load_movielens_100k
 
 # The estimator with its defaults (the ratings preset) is what users get; nothing here is tuned.
 LOWDIM = dict(random_state=0)
-#: The ratings preset before implicit feedback and the refit (u1 0.926), for comparison.
+#: The ratings preset before implicit feedback and the refit (u1 0.926), for comparison (float32).
 PLAIN = dict(implicit=0.0, refit=False, learning_rate=0.1)
 
 
