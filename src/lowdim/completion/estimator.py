@@ -446,8 +446,8 @@ class DeepMatrixCompletion(CompletionEstimator):
         Weight of the implicit-feedback blocks: a user is also described by the items they rated,
         an item by the users who rated it (SVD++'s ``|N(u)|^{-1/2} Σ y_j`` and its item-side
         counterpart, symmetrically normalized; from the training entries only). 0 turns it off;
-        ``"spectral"`` and ``"narrow"`` only (:mod:`lowdim.completion.side_information`). Preset: 0
-        exact, 5 ratings (spectral).
+        ``"spectral"`` and ``"narrow"`` only, on the CPU (:mod:`lowdim.completion.side_information`).
+        Preset: 0 exact, 5 ratings (spectral).
     side_weight : float, optional
         Weight of the side information given to ``fit`` as ``row_features`` / ``col_features``
         (0 ignores it). Preset: 0 exact, 3 ratings.
@@ -821,6 +821,11 @@ class DeepMatrixCompletion(CompletionEstimator):
             raise ValueError(
                 f"implicit feedback and side information need method='spectral' or 'narrow', got "
                 f"method={self.settings_['method']!r}; set implicit=0 and leave the features out"
+            )
+        if torch.device(self.device).type != "cpu":
+            raise ValueError(
+                f"implicit feedback and side information run on the CPU (SciPy sparse products), "
+                f"got device={self.device!r}; use device='cpu', or implicit=0 without features"
             )
         m, n = obs.shape
         user_side, item_side = (
