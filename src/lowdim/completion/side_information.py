@@ -142,6 +142,7 @@ class FeatureEntryObservation(SparseEntryObservation):
         if fu.shape[0] != m or fi.shape[0] != n:
             raise ValueError(f"row_features must have {m} rows and col_features {n} rows, got "
                              f"{fu.shape[0]} and {fi.shape[0]}")
+        self._base = base  # a shard of Ω under lowdim.completion.distributed: its sums are used
         self.rows, self.cols, self.y = base.rows, base.cols, base.y
         self.weight, self._pattern, self.base_shape = base.weight, base._pattern, (m, n)
         self.shape = (fu.shape[1], fi.shape[1])
@@ -154,7 +155,11 @@ class FeatureEntryObservation(SparseEntryObservation):
 
     @property
     def fraction(self) -> float:
-        return self.y.numel() / (self.base_shape[0] * self.base_shape[1])
+        """Observed fraction of the ``m × n`` matrix (all processes' entries when sharded)."""
+        return self._base.fraction
+
+    def scale(self) -> float:
+        return self._base.scale()
 
     def effective_split(self, model) -> tuple[torch.Tensor, torch.Tensor]:
         """``(F_u · left, right · F_iᵀ)`` for the model split at its narrowest width."""
@@ -166,7 +171,8 @@ class FeatureEntryObservation(SparseEntryObservation):
     def loss(self, model) -> torch.Tensor:
         self.check_model(model)
         a, b = self.effective_split(model)
-        return observed_loss(a, b, self.rows, self.cols, self.y, self.weight, self._pattern)
+        return observed_loss(a, b, self.rows, self.cols, self.y, self.weight, self._pattern,
+                             self._base._reduce())
 
     def predict(self, model) -> torch.Tensor:
         from .sparse import entries_chunked
@@ -188,7 +194,9 @@ class FeatureEntryObservation(SparseEntryObservation):
         def rmatmul(y):  # F_iᵀ Sᵀ F_u y
             return _np_torch(self._fi_t @ (s_t @ (self._fu @ y.detach().double().numpy())))
 
-        return LinearMap(self.shape, matmul, rmatmul, torch.float64, "cpu")
+        local = LinearMap(self.shape, matmul, rmatmul, torch.float64, "cpu")
+        dist = getattr(self._base, "_dist", None)  # sharded: the sum of every process's part
+        return local if dist is None else dist.summed_map(local)
 
     def surrogate(self) -> torch.Tensor:
         return self.surrogate_map().dense()
