@@ -118,6 +118,6 @@ def test_side_information_and_implicit_feedback_improve_grouped_ratings():
     with pytest.raises(ValueError, match="method='spectral' or 'narrow'"):
         DeepMatrixCompletion(method="compressed", rank=4, implicit=1.0).fit(train)
     with pytest.raises(ValueError, match="run on the CPU"):
-        DeepMatrixCompletion(device="meta").fit(train)
+        DeepMatrixCompletion(device="meta", implicit=5.0).fit(train)
     with pytest.raises(TypeError, match="row_features must be a pandas DataFrame"):
         DeepMatrixCompletion(**kw).fit(train, row_features=np.zeros((150, 2)))

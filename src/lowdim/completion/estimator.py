@@ -447,7 +447,7 @@ class DeepMatrixCompletion(CompletionEstimator):
         an item by the users who rated it (SVD++'s ``|N(u)|^{-1/2} Σ y_j`` and its item-side
         counterpart, symmetrically normalized; from the training entries only). 0 turns it off;
         ``"spectral"`` and ``"narrow"`` only, on the CPU (:mod:`lowdim.completion.side_information`).
-        Preset: 0 exact, 5 ratings (spectral).
+        Preset: 0 exact, 5 ratings (spectral, on the CPU; 0 on other devices).
     side_weight : float, optional
         Weight of the side information given to ``fit`` as ``row_features`` / ``col_features``
         (0 ignores it). Preset: 0 exact, 3 ratings.
@@ -823,6 +823,9 @@ class DeepMatrixCompletion(CompletionEstimator):
                 f"method={self.settings_['method']!r}; set implicit=0 and leave the features out"
             )
         if torch.device(self.device).type != "cpu":
+            if self.implicit is None and not side:  # the preset's implicit feedback is CPU-only
+                self.settings_["implicit"] = 0.0
+                return op
             raise ValueError(
                 f"implicit feedback and side information run on the CPU (SciPy sparse products), "
                 f"got device={self.device!r}; use device='cpu', or implicit=0 without features"
