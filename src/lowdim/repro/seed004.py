@@ -32,7 +32,7 @@ register(Figure(
     sizes=DMF_SIZES, estimate={"quick": 70, "paper": 900},
     compute=dmf_compression, plot=dmf_plot, check=dmf_check,
     notes="The same experiment as 003-fig4 (whitened data: the DLN loss is ½‖W − Φ‖² up to a constant).",
-    module=__name__,
+    module=__name__, depends=("lowdim.repro.seed003",),
 ))
 
 
@@ -63,7 +63,7 @@ register(Figure(
     notes="Whitened inputs X (d_x × N, N = 2d_x, X Xᵀ = I), Y = Φ X with rank-r Φ, ε = 1, step 0.1. Angles "
           "are measured to the SVD at t = 1 (at t = 0 the factor is ε·orthogonal and its singular vectors "
           "are not unique), for repeated values to the span of their cluster.",
-    module=__name__,
+    module=__name__, depends=("lowdim.repro.seed003",),
 ))
 
 
@@ -78,7 +78,7 @@ register(Figure(
     estimate={"quick": 10, "paper": 20},
     compute=_fig3_compute, plot=svd_evolution_plot, check=svd_evolution_check,
     notes="As 004-fig3, for W_1, W_2 and W_3.",
-    module=__name__,
+    module=__name__, depends=("lowdim.repro.seed003",),
 ))
 
 register(Figure(
@@ -92,7 +92,7 @@ register(Figure(
     compute=_fig3_compute, plot=svd_evolution_plot, check=svd_evolution_check,
     notes="Momentum μ = 0.5 and step 0.05 (the paper does not state them); torch.optim.SGD's heavy ball is "
           "exactly eq. 16. ρ(t) follows ρ(t+1) = ρ(t) − η ρ(t)∏_{k≠l}ρ_k(t)² + μ(ρ(t) − ρ(t−1)).",
-    module=__name__,
+    module=__name__, depends=("lowdim.repro.seed003",),
 ))
 
 _SAME = "Seed 004 Sec. 4.1 shows the experiment of seed 003 without separate settings; lowdim runs 003's. "
