@@ -30,6 +30,8 @@ def test_every_figure_is_complete():
         assert {"quick", "paper"} <= set(fig.sizes) and set(fig.estimate) >= {"quick", "paper"}, fig_id
         assert fig.sizes["quick"] != fig.sizes["paper"] or fig.estimate["paper"] < 120, fig_id
         assert len(code_version(fig)) == 12, fig_id  # every source it depends on is found and hashed
+        hashed = {fig.module, *fig.depends}  # the code that computes and checks it is in its code version
+        assert {fig.compute.__module__, fig.check.__module__, fig.plot.__module__} <= hashed, fig_id
     # figures of different modules hash different sources; the same module, the same version
     assert code_version(figures["003-fig2"]) == code_version(figures["003-fig3"])
     assert code_version(figures["003-fig2"]) != code_version(figures["000-fig14"])
