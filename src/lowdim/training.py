@@ -150,12 +150,14 @@ def recovery_error(
     """``‖W_{L:1} − M*‖_F / ‖M*‖_F`` with ``M*`` dense or factored as ``(P, Q)``, ``M* = P Qᵀ``.
 
     The factored form uses ``k × k`` Gram matrices of the model split at its narrowest width ``k``
-    (``O((m + n)(k + r)²)``), so it works for matrices that do not fit in memory.
+    (``O((m + n)(k + r)²)``), so it works for matrices that do not fit in memory; they are summed
+    in float64 whatever the model's dtype (``‖W‖² − 2⟨W, M*⟩ + ‖M*‖²`` cancels: float32 sums over
+    millions of rows would hide errors below about 1e-2).
     """
     with torch.no_grad():
         if isinstance(truth, (tuple, list)):
-            p, q = (t.to(model.dtype) for t in truth)
-            a, b = model.split()  # a: m×k, b: k×n
+            p, q = (t.to(torch.float64) for t in truth)
+            a, b = (t.to(torch.float64) for t in model.split())  # a: m×k, b: k×n
             w2 = float(((a.T @ a) * (b @ b.T)).sum())
             cross = float(((a.T @ p) * (b @ q)).sum())
             t2 = float(((p.T @ p) * (q.T @ q)).sum())
