@@ -31,10 +31,13 @@ distance (eq. 14, r = 10) between its top singular subspaces at consecutive eval
 and D_l, S_l of the MLP's features on 2000 training images with the log-linear fit (seed 004
 Sec. 4.2 on MNIST). Low-rank training of deeper layers (the talk) is ``benchmarks/lowrank_training.py``.
 
-Usage: ``python benchmarks/nonlinear_table1.py [--arch mlp|vit|both] [--hidden 784 --epochs 5
---seeds 5]``; the defaults are a reduced run for 2 shared CPU cores. Ends with one JSON line
+Usage: ``python benchmarks/nonlinear_table1.py [--arch mlp|vit|both] [--seeds 5]``; the defaults
+(5 seeds, 2 epochs each) take about 10 minutes for the MLP and 30 for the ViT on one quiet core
+(a step of the three ViTs: 74 / 114 / 71 ms). ``--summarize LOG …`` rebuilds the tables and the
+JSON line from the per-seed lines of (possibly unfinished) runs. Ends with one JSON line
 ``{"benchmark": "nonlinear_table1", "mlp": {"original"|"dln"|"cdln": {"acc": [mean, std],
-"time_s": [mean, std], "macs", "mem_mb", "params", …}}, "vit": {…} or null}``.
+"time_s": [mean, std], "macs", "mem_mb", "params", …}, "cdln_over_dln_time": [mean, std],
+"cdln_minus_dln_acc": [mean, std], "target_met": bool, …}, "vit": {…} or null}``.
 """
 
 from __future__ import annotations
