@@ -46,6 +46,14 @@ def _measured(record: dict) -> str:
     return "; ".join(f"{'✔' if c['passed'] else '✘'} {c['name']}: {c['measured']}" for c in record["checks"])
 
 
+def _summary(record: dict) -> str:
+    """``k/n checks held`` and the measured numbers of the checks that did not hold."""
+    checks = record["checks"]
+    failed = [c for c in checks if not c["passed"]]
+    head = f"{len(checks) - len(failed)}/{len(checks)} checks held"
+    return head + "".join(f"; ✘ {c['name']}: {c['measured']}" for c in failed)
+
+
 def _section(out: Path, rec: dict) -> str:
     png, _ = result_paths(out, rec["id"])
     img = ""
@@ -73,12 +81,12 @@ def write_report(out: str | Path, elapsed: float | None = None) -> tuple[Path, P
     """Write ``out/report.html`` and ``out/report.md`` from every stored result; return both paths."""
     out = Path(out)
     records = collect_results(out)
-    versions = software_versions()
+    versions = records[0]["versions"] if records else software_versions()  # what the figures ran with
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows = "".join(
         f'<tr><td><a href="#{html.escape(r["id"])}">{html.escape(r["id"])}</a></td>'
         f"<td>{html.escape(r['paper'])}</td><td>{_badge(r['verdict'])}</td><td>{html.escape(r['size'])}</td>"
-        f"<td>{r['seconds']:.1f}</td><td>{html.escape(_measured(r))}</td></tr>"
+        f"<td>{r['seconds']:.1f}</td><td>{html.escape(_summary(r))}</td></tr>"
         for r in records
     )
     total = sum(r["seconds"] for r in records)
@@ -90,7 +98,7 @@ def write_report(out: str | Path, elapsed: float | None = None) -> tuple[Path, P
         f"<style>{_CSS}</style></head><body><h1>lowdim: the papers' figures, reproduced</h1>"
         f"<p class='small'>{now} · {timing} · {vers}</p>"
         "<table><tr><th>figure</th><th>paper</th><th>verdict</th><th>size</th><th>seconds</th>"
-        f"<th>measured</th></tr>{rows}</table>"
+        f"<th>checks (the ones that did not hold, with their numbers)</th></tr>{rows}</table>"
         + "".join(_section(out, r) for r in records) + "</body></html>\n"
     )
     head = f"# lowdim repro report\n\n{now} · {timing}\n\n"
