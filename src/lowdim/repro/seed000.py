@@ -93,12 +93,18 @@ def _fig14_compute(s: dict, seed: int, progress: bool) -> dict:
     return _pair(op, phi, s, seed, s["depth"], s["lr_times_m"] / s["measurements"], progress=progress)
 
 
-def _fig14_plot(data: dict, s: dict):
-    fig, axes = subplots(2)
-    _error_panels(axes, data)
-    axes[0].set_title(f"sensing, d = {s['d']}, r = {s['rank']}, M = {s['measurements']}")
-    axes[1].set_title("recovery error vs wall time (C-DLN incl. SVD)")
-    return fig
+def _pair_plot(title: str):
+    """A plot of one DLN / C-DLN pair: error vs iteration (titled ``title.format(**settings)``) and time."""
+    def plot(data: dict, s: dict):
+        fig, axes = subplots(2)
+        _error_panels(axes, data)
+        axes[0].set_title(title.format(**s))
+        axes[1].set_title("recovery error vs wall time (C-DLN incl. SVD)")
+        return fig
+    return plot
+
+
+_fig14_plot = _pair_plot("sensing, d = {d}, r = {rank}, M = {measurements}")
 
 
 register(Figure(
@@ -231,12 +237,7 @@ def _fig5_compute(s: dict, seed: int, progress: bool) -> dict:
     return _pair(FullObservation(phi), phi, s, seed, s["depth"], s["lr"], progress=progress)
 
 
-def _fig5_plot(data: dict, s: dict):
-    fig, axes = subplots(2)
-    _error_panels(axes, data)
-    axes[0].set_title(f"factorization, d = {s['d']}, r = {s['rank']}, r̂ = {s['rank_hat']}")
-    axes[1].set_title("recovery error vs wall time (C-DLN incl. SVD)")
-    return fig
+_fig5_plot = _pair_plot("factorization, d = {d}, r = {rank}, r̂ = {rank_hat}")
 
 
 register(Figure(
