@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import load_file
 
 # Fits a spectral C-DLN and an invariant-subspace compressed model (same settings in and out of
-# torchrun), then `lowdim complete` on a ratings file; rank 0 writes the factors.
+# torchrun), then `lowdim complete` with its ratings preset (spectral C-DLN with implicit feedback
+# and a refit) on a ratings file; rank 0 writes the factors.
 SCRIPT = '''
 import os, sys
 import torch, torch.distributed as dist
@@ -58,7 +59,7 @@ def fit(out, ratings):
     if is_main_process():
         save_file(tensors, os.path.join(out, "fits.safetensors"))
     return cli(["complete", ratings, "--out", os.path.join(out, "cli"), "--no-progress",
-                "--max-iter", "30", "--eval-every", "5", "--rank", "4", "--method", "compressed"]
+                "--max-iter", "30", "--eval-every", "5", "--rank", "4"]  # the ratings preset
                + (["--distributed"] if started else []))
 
 

@@ -180,8 +180,6 @@ def _estimator(args):
         validation_fraction=vf, clip=False if args.no_clip else None, unknown="fallback",
         checkpoint_dir=args.checkpoint, random_state=args.seed, dtype=args.dtype,
         verbose=not args.no_progress,
-        # implicit feedback's feature operator is not sharding-aware yet (docs/scale.md)
-        **({"implicit": 0.0} if getattr(args, "distributed", False) else {}),
     )
 
 
