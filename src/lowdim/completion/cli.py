@@ -252,6 +252,7 @@ def _report(args, out: Path, est, train: pd.DataFrame, test: pd.DataFrame, load_
         "iterations": est.n_iter_,
         "best_iteration": est.best_iteration_,
         "stop_reason": est.history_.stop_reason,
+        "refitted": bool(est.refitted_),
         "processes": _world_size() if distributed else 1,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
@@ -259,8 +260,11 @@ def _report(args, out: Path, est, train: pd.DataFrame, test: pd.DataFrame, load_
     print(f"{'':8s}{'RMSE':>8s}{'MAE':>8s}")
     print(f"{'train':8s}{tr_rmse:8.4f}{tr_mae:8.4f}")
     print(f"{'test':8s}{te_rmse:8.4f}{te_mae:8.4f}")
-    print(f"fit {est.fit_seconds_:.2f} s, {est.n_iter_} iterations (best {est.best_iteration_}, "
-          f"stopped: {est.history_.stop_reason}); outputs in {out}/")
+    how = (f"early-stopped at iteration {est.best_iteration_} on the validation split, then "
+           f"refitted on all training ratings" if est.refitted_ else
+           f"{est.n_iter_} iterations (best {est.best_iteration_}, stopped: "
+           f"{est.history_.stop_reason})")
+    print(f"fit {est.fit_seconds_:.2f} s, {how}; outputs in {out}/")
 
 
 def _world_size() -> int:
