@@ -286,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--train-size", type=int, default=60000)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds first-seed … first-seed + seeds − 1 (split a run over processes, "
+                         "then --summarize their logs)")
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -301,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     for arch in ("mlp", "vit") if args.arch == "both" else (args.arch,):
         data = load_data(arch, args)
         results: dict[str, list[dict]] = {k: [] for k in args.models}
-        for seed in range(args.seeds):
-            runs = run_seed(args.models, arch, data, args, seed, measure=arch == "mlp" and seed == 0)
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            runs = run_seed(args.models, arch, data, args, seed, measure=arch == "mlp" and seed == args.first_seed)
             for kind, r in runs.items():
                 results[kind].append(r)
                 print(f"{arch} seed {seed} {kind:9s} acc {100 * r['acc']:.2f}%  time→99% "
