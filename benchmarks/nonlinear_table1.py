@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         data = load_data(arch, args)
         results: dict[str, list[dict]] = {k: [] for k in args.models}
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            runs = run_seed(args.models, arch, data, args, seed, measure=arch == "mlp" and seed == args.first_seed)
+            first = seed == args.first_seed
+            runs = run_seed(args.models, arch, data, args, seed, measure=arch == "mlp" and first)
             for kind, r in runs.items():
                 results[kind].append(r)
                 print(f"{arch} seed {seed} {kind:9s} acc {100 * r['acc']:.2f}%  time→99% "
