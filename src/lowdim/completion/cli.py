@@ -50,10 +50,16 @@ def register(subparsers) -> argparse.ArgumentParser:
             "train/test RMSE and MAE."
         ),
     )
+    _add_data_options(p)
+    _add_model_options(p)
+    _add_run_options(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """Input files, test split, separators, duplicates and the output folder."""
     p.add_argument("ratings", help="ratings file (e.g. MovieLens u.data or ratings.csv)")
-    p.add_argument("--rank", type=int, default=None,
-                   help="rank upper bound; over-estimating is fine, depth regularizes "
-                        f"(default {RATINGS['rank']})")
     p.add_argument("--sep", default="auto",
                    help="field separator (default: detected among tab ; , :: | and whitespace)")
     test = p.add_mutually_exclusive_group()
@@ -63,6 +69,19 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="lowdim-complete", help="output folder (default lowdim-complete)")
     p.add_argument("--force", action="store_true",
                    help="write into --out even if it exists and is not empty")
+    p.add_argument("--duplicates", default="error", choices=["error", "mean", "last"],
+                   help="repeated (row, column) pairs: an error (default), or merged before any split")
+    p.add_argument("--cache", action="store_true",
+                   help="keep a binary copy of the parsed ratings beside each file "
+                        "(FILE.lowdim-cache/, numeric labels) and read it instead of the text "
+                        "while the file is unchanged: large files load in seconds")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """The model and its training (each default is the ratings preset's)."""
+    p.add_argument("--rank", type=int, default=None,
+                   help="rank upper bound; over-estimating is fine, depth regularizes "
+                        f"(default {RATINGS['rank']})")
     p.add_argument("--method", default=None,
                    choices=["compressed", "spectral", "full", "narrow"],
                    help="spectral (C-DLN, default: best on ratings data) or compressed "
@@ -90,23 +109,19 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-time", type=float, default=None, help="time budget of fitting (s)")
     p.add_argument("--no-clip", action="store_true",
                    help="do not clip predictions to the observed rating range")
-    p.add_argument("--duplicates", default="error", choices=["error", "mean", "last"],
-                   help="repeated (row, column) pairs: an error (default), or merged before any split")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Checkpoints, seed, precision, progress and several processes."""
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (resume if present)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--cache", action="store_true",
-                   help="keep a binary copy of the parsed ratings beside each file "
-                        "(FILE.lowdim-cache/, numeric labels) and read it instead of the text "
-                        "while the file is unchanged: large files load in seconds")
     p.add_argument("--distributed", action="store_true",
                    help="data parallel over the processes that torchrun starts (each fits a shard "
                         "of the training ratings; gloo on CPUs, NCCL on GPUs; rank 0 writes --out): "
                         "torchrun --nproc-per-node N -m lowdim.cli complete FILE --distributed "
                         "(docs/scale.md)")
-    p.set_defaults(func=run)
-    return p
 
 
 def _split(df: pd.DataFrame, frac: float, seed: int):

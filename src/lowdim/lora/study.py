@@ -158,19 +158,12 @@ def run_study(
     Several processes may work on one folder at once (each claims a run before starting it, see
     :func:`_claim`; a process waits for selection runs that another one is doing).
     """
-    from transformers import AutoTokenizer
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     check_settings(cfg, folder, {"grid": list(grid), "n_holdout": n_holdout,
                                  "selection_seed": selection_seed})
     path = folder / "records.jsonl"
-    train_split, eval_splits = load_task(cfg)
-    tok = AutoTokenizer.from_pretrained(cfg.model)
-    train = EncodedSplit.encode(train_split, tok, cfg.max_length)
-    evals = {k: EncodedSplit.encode(v, tok, cfg.max_length) for k, v in eval_splits.items()}
-    pool_idx, held_idx = holdout_split(len(train), n_holdout)
-    pool_data, held = train.subset(pool_idx), {"dev": train.subset(held_idx)}
+    train, pool_data, held, evals = _study_splits(cfg, n_holdout)
 
     def run(phase, method, n, seed, lr, dev, save):
         """The record of one run: done here, found in the file, or ``None`` (another process runs it)."""
@@ -195,9 +188,6 @@ def run_study(
                 f"loss={rec['final_train_loss']:.4g}/{rec['baseline_loss']:.4g}")
         return rec
 
-    for n in cfg.n_train:
-        if n > len(pool_data):
-            raise ValueError(f"n = {n} is larger than the training pool ({len(pool_data)} examples)")
     for n in cfg.n_train:  # every selection run this process can claim, all sizes first
         for m in cfg.methods:
             for lr in grid:
@@ -220,6 +210,23 @@ def run_study(
             for method in cfg.methods:
                 run("final", method, n, seed, best[method], evals, cfg.save_adapters)
     return read_results(path)
+
+
+def _study_splits(cfg: FinetuneConfig, n_holdout: int):
+    """``(train, pool, held, evals)``: the tokenized training split, its pool of few-shot subsets,
+    the held-out part that chooses η (as ``{"dev": …}``) and the tokenized dev split(s)."""
+    from transformers import AutoTokenizer
+
+    train_split, eval_splits = load_task(cfg)
+    tok = AutoTokenizer.from_pretrained(cfg.model)
+    train = EncodedSplit.encode(train_split, tok, cfg.max_length)
+    evals = {k: EncodedSplit.encode(v, tok, cfg.max_length) for k, v in eval_splits.items()}
+    pool_idx, held_idx = holdout_split(len(train), n_holdout)
+    pool = train.subset(pool_idx)
+    for n in cfg.n_train:
+        if n > len(pool):
+            raise ValueError(f"n = {n} is larger than the training pool ({len(pool)} examples)")
+    return train, pool, {"dev": train.subset(held_idx)}, evals
 
 
 def _claim(folder: Path, key: tuple) -> Path | None:
