@@ -275,8 +275,8 @@ def _report(args, out: Path, est, train: pd.DataFrame, test: pd.DataFrame, load_
     print(f"{'':8s}{'RMSE':>8s}{'MAE':>8s}")
     print(f"{'train':8s}{tr_rmse:8.4f}{tr_mae:8.4f}")
     print(f"{'test':8s}{te_rmse:8.4f}{te_mae:8.4f}")
-    how = (f"early-stopped at iteration {est.best_iteration_} on the validation split, then "
-           f"refitted on all training ratings" if est.refitted_ else
+    how = (f"best validated iteration {est.best_iteration_}, then refitted on all training "
+           f"ratings for as many iterations" if est.refitted_ else
            f"{est.n_iter_} iterations (best {est.best_iteration_}, stopped: "
            f"{est.history_.stop_reason})")
     print(f"fit {est.fit_seconds_:.2f} s, {how}; outputs in {out}/")
