@@ -47,8 +47,10 @@ from ..operators import EntryObservation
 
 __all__ = ["ObservedLayout", "SparseEntryObservation", "entries_chunked", "observed_loss"]
 
-#: Numbers per temporary block of the kernels (gathered rows, dense tiles): 2 MiB in float64.
+#: Numbers per temporary block of the kernels (gathered rows): 2 MiB in float64.
 _CHUNK_ELEMENTS = 1 << 18
+#: Numbers per dense ``A_blk B`` tile of the SDDMM (one reused buffer; fewer, larger BLAS calls).
+_TILE_ELEMENTS = 1 << 19
 #: Observed fraction from which the SDDMM uses dense ``A_blk B`` tiles (BLAS) instead of gathers.
 DENSE_TILE_FRACTION = 0.05
 
@@ -116,11 +118,11 @@ class ObservedLayout:
 
     def _blocks(self, crow: np.ndarray, first: int, stop: int, n: int) -> list[tuple[int, int, int, int]]:
         """Row ranges ``(s, e, lo, hi)`` of rows ``first … stop − 1`` whose ``(e − s) × n`` tiles
-        hold ``_CHUNK_ELEMENTS / 4`` numbers (dense tiles only; the gathers cut Ω into fixed chunks
-        instead)."""
+        hold at most ``_TILE_ELEMENTS`` numbers (dense tiles only; the gathers cut Ω into fixed
+        chunks instead)."""
         if not self.dense_tiles:
             return []
-        step = max(1, (_CHUNK_ELEMENTS // 4) // n)
+        step = max(1, _TILE_ELEMENTS // n)
         return [(s, min(stop, s + step), int(crow[s]), int(crow[min(stop, s + step)]))
                 for s in range(first, stop, step)]
 
@@ -136,10 +138,12 @@ class ObservedLayout:
     def sddmm(self, a: torch.Tensor, bt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``out[ω] = ⟨a[i_ω], bt[j_ω]⟩`` for every entry, in layout order (``a``: m × k, ``bt``: n × k)."""
         if self.dense_tiles:
-            b = bt.T
+            b, n = bt.T, self.shape[1]
+            rows = max(e - s for s, e, _, _ in self.blocks)
+            buf = self.buffer("tile", rows * n, a.dtype)
             for s, e, lo, hi in self.blocks:
-                tile = torch.mm(a[s:e], b)
-                torch.index_select(tile.view(-1), 0, self.local[lo:hi], out=out[lo:hi])
+                torch.mm(a[s:e], b, out=buf[: (e - s) * n].view(e - s, n))
+                torch.index_select(buf[: (e - s) * n], 0, self.local[lo:hi], out=out[lo:hi])
             return out
         k = a.shape[1]
         step = 1 << 16
