@@ -35,42 +35,19 @@ import time
 import torch
 
 from lowdim.collapse import collapse_profile, theorem2_bound
-from lowdim.factorization import init_factor
-from lowdim.nonlinear import deep_network
-
-
-def problem(k: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs as rows (``N × d``, orthogonal, ``d = N = nK``) and balanced labels."""
-    d = n * k
-    x = init_factor(d, d, 1.0, generator=torch.Generator().manual_seed(seed))
-    return x, torch.arange(k).repeat_interleave(n)
-
-
-def train_gd(net: torch.nn.Module, x, y, lr: float, tol: float, max_iter: int) -> tuple[int, float]:
-    """Full-batch GD on ½‖f(X) − Y‖²; stops at relative loss ``tol``. Returns (iterations, rel. loss)."""
-    opt = torch.optim.SGD(net.parameters(), lr=lr)
-    scale = 0.5 * float(y.square().sum())
-    for it in range(1, max_iter + 1):
-        opt.zero_grad()
-        loss = 0.5 * (net(x) - y).square().sum()
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"GD diverged at iteration {it} (lr={lr}); pass a smaller --lr")
-        if loss.item() / scale < tol:
-            return it, loss.item() / scale
-        loss.backward()
-        opt.step()
-    return max_iter, loss.item() / scale
+from lowdim.datasets import orthogonal_classes
+from lowdim.nonlinear import deep_network, fit_least_squares, hybrid_network, train_epoch
 
 
 def run(depth: int, activation: str, init: str, scale: float, args) -> dict:
-    x, labels = problem(args.classes, args.per_class, args.seed)
+    x, labels = orthogonal_classes(args.classes, args.per_class, random_state=args.seed)
     y = torch.nn.functional.one_hot(labels, args.classes).double()
     d = x.shape[1]
     net = deep_network([d] * depth + [args.classes], activation=activation, init=init, scale=scale,
                        random_state=args.seed + 1)
     t0 = time.perf_counter()
     lr = args.lr or 0.2 / depth  # the curvature grows like L σ^(2(L−1)/L)
-    iters, rel = train_gd(net, x, y, lr, args.tol, args.max_iter)
+    iters, rel = fit_least_squares(net, x, y, lr=lr, tol=args.tol, max_iter=args.max_iter)
     prof = collapse_profile(net, x, labels)
     bound = theorem2_bound(args.classes, scale)
     out = {
@@ -89,8 +66,6 @@ def run(depth: int, activation: str, init: str, scale: float, args) -> dict:
 
 def hybrid(args) -> dict:
     """The talk's hybrid network on MNIST: where compression (D_l) and separation (S_l) happen."""
-    from torch import nn
-
     from lowdim.collapse import log_linear_fit
     from lowdim.datasets.mnist import load_mnist
 
@@ -98,20 +73,12 @@ def hybrid(args) -> dict:
     train, test = load_mnist("train", args.data), load_mnist("test", args.data)
     x = torch.as_tensor(train.images[: args.hybrid_train])
     y = torch.as_tensor(train.labels[: args.hybrid_train])
-    w, layers = args.hybrid_width, []
-    for i in range(4):
-        layers += [nn.Linear(784 if i == 0 else w, w), nn.ReLU()]
-    layers += [nn.Linear(w, w) for _ in range(6)] + [nn.Linear(w, 10)]
-    net = nn.Sequential(*layers)
+    w = args.hybrid_width
+    net = hybrid_network(784, w, 10, nonlinear_layers=4, linear_layers=6)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(args.seed)
     for _ in range(args.hybrid_epochs):
-        order = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x) - 127, 128):
-            idx = order[i : i + 128]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
-            opt.step()
+        train_epoch(net, opt, x, y, batch_size=128, generator=g)
     with torch.no_grad():
         acc = float((net(x[:2000]).argmax(1) == y[:2000]).float().mean())
         test_acc = float((net(torch.as_tensor(test.images)).argmax(1) == torch.as_tensor(test.labels))

@@ -10,7 +10,8 @@ r"""Progressive feature collapse and separation across the layers of a network.
   modules of any model (forward hooks), or ``W_{l:1} X`` of a :class:`~lowdim.DeepFactorization`.
 * :func:`collapse_profile` — ``D_l`` and ``S_l`` of every layer with the best log-linear fit
   ``log D_l ≈ a + b l`` and its per-layer decay ratio ``e^b`` (seed 004 Figs. 2, 7, 11, 12).
-* :func:`theorem2_bound` — ``2(√K + 1) ε²``, the bound on ``D_{l+1}/D_l`` of seed 004 Theorem 2 (15).
+* :func:`theorem2_bound` — ``2(√K + 1) ε²``, the bound on ``D_{l+1}/D_l`` of seed 004 Theorem 2 (15);
+  :func:`theorem2_max_scale` — the largest ε its condition (ii) allows.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "layer_features",
     "log_linear_fit",
     "theorem2_bound",
+    "theorem2_max_scale",
 ]
 
 
@@ -220,3 +222,21 @@ def theorem2_bound(num_classes: int, scale: float) -> float:
     k = check_int("num_classes", num_classes, 2)
     eps = check_positive("scale", scale, "the initialization scale ε")
     return 2.0 * (math.sqrt(k) + 1.0) * eps**2
+
+
+def theorem2_max_scale(num_classes: int, per_class: int, dim: int, depth: int) -> float:
+    """Largest ε of seed 004 Theorem 2 (ii) / Corollary 1: ``min{n^{1/2L} / (√(30L) (d−K)^{1/4}),
+    (n/2)^{1/4L} / (d−K)^{1/4}, 1/√(2(√K+1))}`` for ``K`` classes of ``n`` samples, width ``d > 2K``.
+
+    Examples
+    --------
+    >>> round(theorem2_max_scale(5, 10, 50, 4), 4)          # seed 004 Sec. 4.2 data, L = 4
+    0.047
+    """
+    k = check_int("num_classes", num_classes, 2)
+    n = check_int("per_class", per_class, 1)
+    d = check_int("dim", dim, 2 * k + 1, "Theorem 2 needs width d > 2K")
+    depth = check_int("depth", depth, 2)
+    root = (d - k) ** 0.25
+    return min(n ** (1 / (2 * depth)) / (math.sqrt(30 * depth) * root),
+               (n / 2) ** (1 / (4 * depth)) / root, 1 / math.sqrt(2 * (math.sqrt(k) + 1)))

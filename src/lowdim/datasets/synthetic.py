@@ -1,4 +1,5 @@
-"""Synthetic low-rank problems (the settings of seed 003 Sec. 2–3, seed 000 Sec. 4.1).
+"""Synthetic low-rank problems (the settings of seed 003 Sec. 2–3, seed 000 Sec. 4.1) and the
+orthogonal classification data of seed 004 Sec. 4.2 (:func:`orthogonal_classes`).
 
 The ground truth ``Φ = A Bᵀ`` has i.i.d. Gaussian ``A ∈ R^{m×r*}``, ``B ∈ R^{n×r*}`` and is rescaled
 so that ``σ_max(Φ) = 1`` (the step sizes quoted in lowdim's docs assume this scale).
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .._validation import check_int
+from ..factorization import init_factor
 
 
 def _rng(random_state) -> np.random.Generator:
@@ -108,3 +112,35 @@ def completion_problem(
         rms = float(np.sqrt(np.mean(truth.numpy() ** 2)))
         values = values + noise * rms * rng.standard_normal(values.shape)
     return CompletionProblem(truth, rows, cols, values)
+
+
+def orthogonal_classes(
+    num_classes: int,
+    per_class: int,
+    dim: int | None = None,
+    *,
+    random_state: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Balanced classification data with orthonormal samples (seed 004 Sec. 4.2, Theorem 2).
+
+    ``N = num_classes · per_class`` samples in ``R^dim`` (default ``dim = N``): the rows of ``x``
+    (``N × dim``) are orthonormal, i.e. ``X Xᵀ = I`` for the paper's ``X = xᵀ`` when ``dim = N``
+    (a random orthogonal matrix, :func:`lowdim.factorization.init_factor` with ε = 1); labels are
+    ``0 … K−1``, ``per_class`` each, in blocks.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x, labels = orthogonal_classes(5, 10, random_state=0)          # K = 5, n = 10, d = N = 50
+    >>> x.shape, labels[:12].tolist()
+    (torch.Size([50, 50]), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+    >>> bool(torch.allclose(x @ x.T, torch.eye(50, dtype=x.dtype), atol=1e-12))
+    True
+    """
+    k = check_int("num_classes", num_classes, 2)
+    n = check_int("per_class", per_class, 2)
+    dim = k * n if dim is None else check_int("dim", dim, k * n, "orthonormal samples need dim >= N")
+    gen = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
+    x = init_factor(k * n, dim, 1.0, generator=gen, dtype=dtype)
+    return x, torch.arange(k).repeat_interleave(n)

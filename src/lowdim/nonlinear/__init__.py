@@ -7,8 +7,10 @@
 * :func:`param_groups` — optimizer groups of a network (α on the C-DLN outer factors).
 * :func:`count_macs`, :func:`training_memory`, :func:`num_parameters` — the cost columns of
   seed 000 Table 1 and the talk's low-rank training table, measured.
-* :func:`train_epoch` — one epoch of minibatch training of a classifier.
-* :func:`mlp`, :func:`deep_network` — the MLP of seed 000 Sec. 4.2, the networks of seed 004 Sec. 4.2.
+* :func:`train_epoch` — one epoch of minibatch training of a classifier; :func:`fit_least_squares`
+  — full-batch GD on the squared loss (seed 004 Sec. 4.2).
+* :func:`mlp`, :func:`deep_network`, :func:`hybrid_network` — the MLP of seed 000 Sec. 4.2, the
+  networks of seed 004 Sec. 4.2, the talk's hybrid network (seed 002).
 * :func:`update_singular_values`, :func:`consecutive_subspace_distances`,
   :func:`nonlinear_gradient_spectrum` — seed 000 Fig. 1 / eq. 14, seed 003 Fig. 9.
 """
@@ -24,8 +26,8 @@ from .convert import (
 from .cost import count_macs, num_parameters, training_flops, training_memory
 from .deep_linear import MODES, DeepLinear, default_rank
 from .measure import consecutive_subspace_distances, nonlinear_gradient_spectrum, update_singular_values
-from .models import VisionTransformer, deep_network, mlp
-from .training import train_epoch
+from .models import VisionTransformer, deep_network, hybrid_network, mlp
+from .training import fit_least_squares, train_epoch
 
 __all__ = [
     "MODES",
@@ -37,7 +39,9 @@ __all__ = [
     "count_macs",
     "deep_network",
     "factorize_layers",
+    "fit_least_squares",
     "hidden_linears",
+    "hybrid_network",
     "default_rank",
     "mlp",
     "nonlinear_gradient_spectrum",

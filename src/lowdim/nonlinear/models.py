@@ -10,7 +10,7 @@ from torch import nn
 from .._validation import check_choice, check_int
 from ..factorization import INITS, _as_generator, init_factor
 
-__all__ = ["VisionTransformer", "deep_network", "mlp"]
+__all__ = ["VisionTransformer", "deep_network", "hybrid_network", "mlp"]
 
 
 def mlp(in_features: int, hidden: int, num_classes: int, hidden_layers: int = 3) -> nn.Sequential:
@@ -25,6 +25,26 @@ def mlp(in_features: int, hidden: int, num_classes: int, hidden_layers: int = 3)
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(sizes[-1], check_int("num_classes", num_classes, 1)))
+
+
+def hybrid_network(
+    in_features: int, width: int, num_classes: int, *, nonlinear_layers: int = 4, linear_layers: int = 6
+) -> nn.Sequential:
+    """``nonlinear_layers`` ReLU layers, then ``linear_layers`` linear layers, of width ``width``, and a
+    linear head: the talk's hybrid network (seed 002, "Implication II": a 4-layer MLP + 6-layer linear).
+
+    Examples
+    --------
+    >>> net = hybrid_network(784, 256, 10)
+    >>> sum(isinstance(m, nn.ReLU) for m in net), sum(isinstance(m, nn.Linear) for m in net)
+    (4, 11)
+    """
+    width = check_int("width", width, 1)
+    layers: list[nn.Module] = []
+    for i in range(check_int("nonlinear_layers", nonlinear_layers, 1)):
+        layers += [nn.Linear(check_int("in_features", in_features, 1) if i == 0 else width, width), nn.ReLU()]
+    layers += [nn.Linear(width, width) for _ in range(check_int("linear_layers", linear_layers, 0))]
+    return nn.Sequential(*layers, nn.Linear(width, check_int("num_classes", num_classes, 1)))
 
 
 ACTIVATIONS = {"linear": None, "relu": nn.ReLU}
