@@ -29,8 +29,9 @@ import torch, torch.distributed as dist
 from safetensors.torch import save_file
 from lowdim import train
 from lowdim.cli import main as cli
-from lowdim.completion import SparseEntryObservation
-from lowdim.completion.distributed import data_parallel, init_from_env, is_main_process
+from lowdim.completion import DeepMatrixCompletion, SparseEntryObservation
+from lowdim.completion.distributed import (ProcessGroupSum, data_parallel, init_from_env,
+                                           is_main_process)
 from lowdim.compression import invariant_subspace_compression, spectral_compression
 from lowdim.datasets import completion_problem
 from lowdim.initialization import ImplicitOrthogonalInit
@@ -56,6 +57,17 @@ def fit(out, ratings):
     for name, h in (("spec", h_spec), ("comp", h_comp)):
         tensors[f"loss.{name}"] = torch.tensor(h.loss, dtype=torch.float64)
     tensors["shard_sizes"] = torch.cat(sizes)
+    # the estimator's own flag (joins torchrun's group; a plain run is one process); count the
+    # steps whose loss and gradients were summed over processes
+    steps = []
+    summed = ProcessGroupSum.__call__
+    ProcessGroupSum.__call__ = lambda self, *a, **k: (steps.append(1), summed(self, *a, **k))[1]
+    est = DeepMatrixCompletion(rank=3, method="spectral", init_scale=0.3, max_iter=60,
+                               validation_fraction=None, distributed=True,
+                               random_state=0).fit((pb.rows, pb.cols), pb.values, shape=pb.shape)
+    tensors["est.predict"] = torch.as_tensor(est.predict((pb.rows[:500], pb.cols[:500])))
+    tensors["loss.est"] = torch.tensor(est.history_.loss, dtype=torch.float64)
+    tensors["est_summed_steps"] = torch.tensor([len(steps)])
     if is_main_process():
         save_file(tensors, os.path.join(out, "fits.safetensors"))
     return cli(["complete", ratings, "--out", os.path.join(out, "cli"), "--no-progress",
@@ -114,10 +126,11 @@ def test_two_processes_fit_what_one_process_fits(tmp_path):
     sizes = b.pop("shard_sizes").tolist()
     assert a.pop("shard_sizes").tolist() == [5400] and sum(sizes) == 5400
     assert min(sizes) > 2000
+    assert a.pop("est_summed_steps").item() == 0 and b.pop("est_summed_steps").item() >= 60
     for key in a:
         assert a[key].shape == b[key].shape, key
         assert float((a[key] - b[key]).abs().max()) <= 1e-10, key
-    for name in ("spec", "comp"):  # and both models learned (else equality would say little)
+    for name in ("spec", "comp", "est"):  # and the models learned (else equality would say little)
         loss = a[f"loss.{name}"]
         assert float(loss[-1]) < 0.05 * float(loss[0]), name
     s1 = json.loads((one / "cli" / "summary.json").read_text())

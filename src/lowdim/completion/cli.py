@@ -194,13 +194,13 @@ def _estimator(args):
         eval_every=args.eval_every, max_iter=args.max_iter, max_time=args.max_time,
         validation_fraction=vf, clip=False if args.no_clip else None, unknown="fallback",
         checkpoint_dir=args.checkpoint, random_state=args.seed, dtype=args.dtype,
-        verbose=not args.no_progress,
+        verbose=not args.no_progress, distributed=bool(getattr(args, "distributed", False)),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lowdim complete`` (returns the exit code)."""
-    from .distributed import data_parallel, init_from_env, is_main_process
+    from .distributed import init_from_env, is_main_process
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -212,8 +212,7 @@ def run(args: argparse.Namespace) -> int:
         train, test = _load(args)
         est = _estimator(args)
         load_s = time.perf_counter() - t0
-        with data_parallel(distributed):
-            est.fit(train[["row", "col", "value"]])
+        est.fit(train[["row", "col", "value"]])
         if main:
             _report(args, out, est, train, test, load_s, distributed)
     finally:

@@ -77,6 +77,7 @@ import json
 import math
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,7 @@ from ..operators import EntryObservation
 from ..training import DivergenceError, History, TrainState, train
 from ._data import Observations, _frame_triples, parse_observations, parse_query
 from ._recommender import RecommenderMixin
+from .distributed import data_parallel, init_from_env
 from .side_information import FeatureEntryObservation, feature_matrix, implicit_block, one_hot_block
 from .sparse import SparseEntryObservation, entries_chunked
 
@@ -465,6 +467,13 @@ class DeepMatrixCompletion(CompletionEstimator):
         Preset: float64 exact (theorem-level accuracy), float32 ratings (1.5× faster, the same
         RMSE to 1e-4 on the inner split).
     device : str, default="cpu"
+    distributed : bool, default=False
+        Data-parallel fit over the processes of a ``torchrun`` launch (``torch.distributed``: gloo
+        on CPUs, NCCL on GPUs; :mod:`lowdim.completion.distributed`): each process keeps a shard
+        of the observed entries, the small gradients are all-reduced every step, and every process
+        ends with the same model (the one-process fit, to 1e-10 in float64). The process group is
+        joined from torchrun's environment; a plain ``python`` run is one process. Write outputs
+        on one process only (``is_main_process()``). See docs/scale.md.
     checkpoint_dir : str, optional
         Folder for a resumable checkpoint (one ``safetensors`` file with a JSON header, written
         atomically every ``checkpoint_every`` iterations and at the end). If it holds a checkpoint
@@ -543,6 +552,7 @@ class DeepMatrixCompletion(CompletionEstimator):
         preset: str = "auto",
         dtype: str | None = None,
         device: str = "cpu",
+        distributed: bool = False,
         checkpoint_dir: str | None = None,
         checkpoint_every: int = 500,
         random_state: int | None = None,
@@ -574,6 +584,7 @@ class DeepMatrixCompletion(CompletionEstimator):
         self.preset = preset
         self.dtype = dtype
         self.device = device
+        self.distributed = distributed
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.random_state = random_state
@@ -705,6 +716,10 @@ class DeepMatrixCompletion(CompletionEstimator):
         -------
         self
         """
+        with data_parallel(True) if self.distributed and init_from_env() else nullcontext():
+            return self._fit(X, y, shape, row_features, col_features)
+
+    def _fit(self, X, y, shape, row_features, col_features):
         t_start = time.perf_counter()
         last = getattr(self, "_training", None) if self.warm_start else None
         if last is not None:  # continue the last run (the refit, if there was one) up to max_iter
@@ -896,7 +911,7 @@ class DeepMatrixCompletion(CompletionEstimator):
 
     # --------------------------------------------------------------------------- checkpoints
     _VOLATILE = ("max_iter", "max_time", "verbose", "checkpoint_dir", "checkpoint_every",
-                 "warm_start", "n_iter_no_change")
+                 "warm_start", "n_iter_no_change", "distributed")
 
     def _fingerprint(self, obs: Observations, op) -> str:
         h = hashlib.sha256()
