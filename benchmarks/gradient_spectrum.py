@@ -39,7 +39,7 @@ from lowdim.nonlinear import (
     deep_network,
     mlp,
     nonlinear_gradient_spectrum,
-    train_epoch,
+    track_weight,
     update_singular_values,
 )
 
@@ -79,17 +79,10 @@ def updates(kind: str, data, args) -> dict:
     layer = linears[-2]  # the penultimate weight
     opt = torch.optim.SGD(net.parameters(), lr=args.lr)
     g = torch.Generator().manual_seed(args.seed)
-    snaps, t0 = [layer.weight.detach().clone()], time.perf_counter()
-    per_epoch = len(x_tr) // args.batch
-
-    def snapshot(step: int) -> None:
-        if step % args.snapshot_every == 0:
-            snaps.append(layer.weight.detach().clone())
-
-    for epoch in range(args.epochs):
-        loss = train_epoch(net, opt, x_tr, y_tr, batch_size=args.batch, generator=g,
-                           on_step=lambda i, e=epoch: snapshot(e * per_epoch + i))
-    steps = args.epochs * per_epoch
+    t0 = time.perf_counter()
+    snaps, loss = track_weight(net, layer.weight, opt, x_tr, y_tr, epochs=args.epochs,
+                               every=args.snapshot_every, batch_size=args.batch, generator=g)
+    steps = args.epochs * (len(x_tr) // args.batch)
     s = update_singular_values(snaps[-1], snaps[0])
     dist = consecutive_subspace_distances(snaps, args.subspace_rank)
     energy = float((s[: args.subspace_rank] ** 2).sum() / (s**2).sum())

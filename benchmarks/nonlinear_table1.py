@@ -56,6 +56,7 @@ from torch import nn
 from lowdim.collapse import collapse_profile
 from lowdim.datasets.mnist import load_mnist
 from lowdim.nonlinear import (
+    SideBySideRun,
     VisionTransformer,
     compress_network,
     consecutive_subspace_distances,
@@ -64,6 +65,7 @@ from lowdim.nonlinear import (
     mlp,
     num_parameters,
     param_groups,
+    train_side_by_side,
     training_memory,
     update_singular_values,
 )
@@ -112,69 +114,49 @@ def optimizer_for(arch: str, args):
     return lambda net: torch.optim.Adam(param_groups(net, args.vit_lr))
 
 
-class Trainee:
-    """One model of the comparison, its optimizer and its clock (training time only)."""
-
-    def __init__(self, kind: str, arch: str, args, x_cal, y_cal, seed: int, total_steps: int, measure: bool):
-        t0 = time.perf_counter()
-        self.kind, self.net = kind, build(kind, arch, args, x_cal, y_cal, seed)
-        self.make_opt = optimizer_for(arch, args)
-        self.opt = self.make_opt(self.net)
-        self.sched = (None if arch == "mlp"
-                      else torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, total_steps))
-        self.elapsed = time.perf_counter() - t0  # building (C-DLN: compression) counts
-        self.curve: list[tuple[float, float]] = []
-        self.steps: list[float] = []
-        self.snapshots = [self.net[4].weight.detach().clone()] if measure else []
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        t0 = time.perf_counter()
-        self.opt.zero_grad()
-        F.cross_entropy(self.net(x), y).backward()
-        self.opt.step()
-        if self.sched is not None:
-            self.sched.step()
-        self.steps.append(time.perf_counter() - t0)
-        self.elapsed += self.steps[-1]
-
-    def evaluate(self, x, y) -> None:
-        self.curve.append((self.elapsed, accuracy(self.net, x, y)))
-        if self.snapshots:
-            self.snapshots.append(self.net[4].weight.detach().clone())
+def trainee(kind: str, arch: str, args, x_cal, y_cal, seed: int, total_steps: int,
+            measure: bool) -> SideBySideRun:
+    """One model of the comparison with its optimizer; its clock starts with its building time
+    (for C-DLN: the compression). ``measure``: keep the MLP's penultimate weight at every evaluation."""
+    t0 = time.perf_counter()
+    net = build(kind, arch, args, x_cal, y_cal, seed)
+    make_opt = optimizer_for(arch, args)
+    opt = make_opt(net)
+    sched = None if arch == "mlp" else torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_steps)
+    run = SideBySideRun(kind, net, opt, sched, seconds=time.perf_counter() - t0)
+    run.make_opt = make_opt
+    run.snapshots = [net[4].weight.detach().clone()] if measure else []
+    return run
 
 
 def run_seed(kinds, arch: str, data, args, seed: int, measure: bool = False) -> dict[str, dict]:
-    """Train the models of ``kinds`` side by side: the same batches, one step of each in turn, so
-    machine load falls on them alike; each clock counts only its own building and steps."""
+    """Train the models of ``kinds`` side by side (:func:`lowdim.nonlinear.train_side_by_side`): the
+    same batches, one step of each in turn, so machine load falls on them alike; each clock counts
+    only its own building and steps."""
     x_tr, y_tr, x_te, y_te = data
     epochs, every = ((args.epochs, args.eval_every) if arch == "mlp"
                      else (args.vit_epochs, args.vit_eval_every))
     g = torch.Generator().manual_seed(seed)
     cal = torch.randperm(len(x_tr), generator=g)[:512]
     total = epochs * (len(x_tr) // args.batch)
-    models = [Trainee(k, arch, args, x_tr[cal], y_tr[cal], seed, total, measure) for k in kinds]
-    done = 0
-    for _ in range(epochs):
-        order = torch.randperm(len(x_tr), generator=g)
-        for i in range(0, len(order) - args.batch + 1, args.batch):
-            idx = order[i : i + args.batch]
-            for m in models:
-                m.step(x_tr[idx], y_tr[idx])
-            done += 1
-            if done % every == 0 or done == total:
-                for m in models:
-                    m.evaluate(x_te, y_te)
-    return {m.kind: result(m, data, args, measure) for m in models}
+    models = [trainee(k, arch, args, x_tr[cal], y_tr[cal], seed, total, measure) for k in kinds]
+
+    def snapshot(run: SideBySideRun) -> None:
+        if run.snapshots:
+            run.snapshots.append(run.model[4].weight.detach().clone())
+
+    train_side_by_side(models, x_tr, y_tr, epochs=epochs, eval_every=every, batch_size=args.batch,
+                       evaluate=lambda net: accuracy(net, x_te, y_te), generator=g, on_eval=snapshot)
+    return {m.name: result(m, data, args, measure) for m in models}
 
 
-def result(m: Trainee, data, args, measure: bool) -> dict:
+def result(m: SideBySideRun, data, args, measure: bool) -> dict:
     x_tr, y_tr, x_te, _ = data
-    final = m.curve[-1][1]
-    to_99 = next(t for t, a in m.curve if a >= 0.99 * final)
-    extra = measurements(m.net, m.snapshots, x_tr[:2000], y_tr[:2000]) if measure else {}
-    return {**extra, "acc": final, "time_s": to_99, "total_s": m.elapsed,
-            "ms_per_step": 1e3 * float(np.median(m.steps)), **costs(m.net, m.make_opt, data, args),
-            "curve": [(round(t, 2), round(a, 4)) for t, a in m.curve]}
+    extra = measurements(m.model, m.snapshots, x_tr[:2000], y_tr[:2000]) if measure else {}
+    return {**extra, "acc": m.curve[-1][2], "time_s": m.first_reaching(0.99), "total_s": m.seconds,
+            "ms_per_step": 1e3 * float(np.median(m.step_seconds)),
+            **costs(m.model, m.make_opt, data, args),
+            "curve": [(round(t, 2), round(a, 4)) for _, t, a in m.curve]}
 
 
 def costs(net, make_opt, data, args) -> dict:

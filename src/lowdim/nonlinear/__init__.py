@@ -8,10 +8,11 @@
 * :func:`count_macs`, :func:`training_memory`, :func:`num_parameters` — the cost columns of
   seed 000 Table 1 and the talk's low-rank training table, measured.
 * :func:`train_epoch` — one epoch of minibatch training of a classifier; :func:`fit_least_squares`
-  — full-batch GD on the squared loss (seed 004 Sec. 4.2).
+  — full-batch GD on the squared loss (seed 004 Sec. 4.2); :func:`train_side_by_side` — models
+  trained on the same batches in turn, each with its own clock (seed 000 Table 1).
 * :func:`mlp`, :func:`deep_network`, :func:`hybrid_network` — the MLP of seed 000 Sec. 4.2, the
   networks of seed 004 Sec. 4.2, the talk's hybrid network (seed 002).
-* :func:`update_singular_values`, :func:`consecutive_subspace_distances`,
+* :func:`track_weight`, :func:`update_singular_values`, :func:`consecutive_subspace_distances`,
   :func:`nonlinear_gradient_spectrum` — seed 000 Fig. 1 / eq. 14, seed 003 Fig. 9.
 """
 
@@ -25,12 +26,18 @@ from .convert import (
 )
 from .cost import count_macs, num_parameters, training_flops, training_memory
 from .deep_linear import MODES, DeepLinear, default_rank
-from .measure import consecutive_subspace_distances, nonlinear_gradient_spectrum, update_singular_values
+from .measure import (
+    consecutive_subspace_distances,
+    nonlinear_gradient_spectrum,
+    track_weight,
+    update_singular_values,
+)
 from .models import VisionTransformer, deep_network, hybrid_network, mlp
-from .training import fit_least_squares, train_epoch
+from .training import SideBySideRun, fit_least_squares, train_epoch, train_side_by_side
 
 __all__ = [
     "MODES",
+    "SideBySideRun",
     "VisionTransformer",
     "ConversionReport",
     "DeepLinear",
@@ -49,6 +56,8 @@ __all__ = [
     "param_groups",
     "penultimate_linear",
     "train_epoch",
+    "train_side_by_side",
+    "track_weight",
     "training_flops",
     "training_memory",
     "update_singular_values",

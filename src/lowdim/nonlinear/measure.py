@@ -1,6 +1,7 @@
 """Low-dimensional updates in nonlinear networks, measured (seed 000 Fig. 1, eq. 14 / Fig. 20;
 seed 003 Sec. 5 eq. 13 / Fig. 9).
 
+* :func:`track_weight` — train a classifier and keep snapshots of one weight (the runs of Figs. 1, 20).
 * :func:`update_singular_values` — singular values of a layer's update ``W(t) − W(0)`` (Fig. 1).
 * :func:`consecutive_subspace_distances` — ``r − ‖U_r(t)ᵀU_r(t+1)‖_F²`` between the top-r left
   singular subspaces of consecutive snapshots of a weight (eq. 14, Fig. 20), with
@@ -19,8 +20,41 @@ from .._validation import check_int, fail
 from ..defaults import INIT_SCALE
 from ..dynamics import subspace_distance, top_singular_subspace
 from .models import deep_network
+from .training import train_epoch
 
-__all__ = ["consecutive_subspace_distances", "nonlinear_gradient_spectrum", "update_singular_values"]
+__all__ = ["consecutive_subspace_distances", "nonlinear_gradient_spectrum", "track_weight",
+           "update_singular_values"]
+
+
+def track_weight(
+    model: torch.nn.Module,
+    weight: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    every: int,
+    batch_size: int = 128,
+    generator: torch.Generator | None = None,
+) -> tuple[list[torch.Tensor], float]:
+    """Train ``model`` for ``epochs`` (:func:`~lowdim.nonlinear.train_epoch`, cross-entropy) and keep
+    copies of ``weight`` (a parameter of it) at the start and after every ``every`` steps.
+
+    Returns ``(snapshots, last batch loss)``: the trajectory seed 000 Figs. 1 and 20 measure with
+    :func:`update_singular_values` and :func:`consecutive_subspace_distances`.
+    """
+    every = check_int("every", every, 1)
+    snaps, per_epoch, loss = [weight.detach().clone()], len(x) // batch_size, float("nan")
+
+    def keep(step: int) -> None:
+        if step % every == 0:
+            snaps.append(weight.detach().clone())
+
+    for epoch in range(check_int("epochs", epochs, 1)):
+        loss = train_epoch(model, optimizer, x, y, batch_size=batch_size, generator=generator,
+                           on_step=lambda i, e=epoch: keep(e * per_epoch + i))
+    return snaps, loss
 
 
 def update_singular_values(weight: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:

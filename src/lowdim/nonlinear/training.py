@@ -3,11 +3,16 @@
 * :func:`train_epoch` — one epoch of minibatch training of a classifier (seed 000 Sec. 4.2, the talk).
 * :func:`fit_least_squares` — full-batch GD on ``½‖f(X) − Y‖_F²`` to a relative loss (seed 004
   Sec. 4.2, eq. 2).
+* :func:`train_side_by_side` — several models trained on the same batches, one step of each in
+  turn, each with its own clock (seed 000 Table 1 / Fig. 21: time ratios measured side by side).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +21,7 @@ from torch import nn
 from .._validation import check_int, check_positive
 from ..training import DivergenceError
 
-__all__ = ["fit_least_squares", "train_epoch"]
+__all__ = ["SideBySideRun", "fit_least_squares", "train_epoch", "train_side_by_side"]
 
 
 def train_epoch(
@@ -99,3 +104,106 @@ def fit_least_squares(
         loss.backward()
         opt.step()
     return max_iter, loss.item() / scale
+
+
+@dataclass
+class SideBySideRun:
+    """One model of :func:`train_side_by_side`: its optimizer, its clock and its evaluations.
+
+    Attributes
+    ----------
+    name : str
+    model : torch.nn.Module
+    optimizer : torch.optim.Optimizer
+    scheduler : optional
+        Stepped after every optimizer step (e.g. cosine annealing).
+    seconds : float
+        The model's clock: set it to the time spent building the model (e.g. a compression) before
+        training; each training step adds its own time (evaluations are not timed).
+    curve : list of (step, seconds, metric)
+        One entry per evaluation.
+    step_seconds : list of float
+        Duration of every training step.
+    """
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any = None
+    seconds: float = 0.0
+    curve: list[tuple[int, float, float]] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> None:
+        """One timed training step on ``(x, y)``."""
+        t0 = time.perf_counter()
+        self.optimizer.zero_grad()
+        loss = loss_fn(self.model(x), y)
+        if not torch.isfinite(loss):
+            raise DivergenceError(f"{self.name}: training diverged (loss {loss.item()}); use a smaller "
+                                  "learning rate")
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step_seconds.append(time.perf_counter() - t0)
+        self.seconds += self.step_seconds[-1]
+
+    def first_reaching(self, fraction: float = 0.99) -> float:
+        """Seconds until the metric first reached ``fraction`` of its final value (seed 000 Table 1)."""
+        final = self.curve[-1][2]
+        return next(t for _, t, m in self.curve if m >= fraction * final)
+
+
+def train_side_by_side(
+    runs: Sequence[SideBySideRun],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    eval_every: int,
+    evaluate: Callable[[nn.Module], float],
+    batch_size: int = 128,
+    generator: torch.Generator | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    on_eval: Callable[[SideBySideRun], None] | None = None,
+) -> None:
+    """Train every model of ``runs`` on the same batches, one step of each in turn.
+
+    A shared machine's load then falls on all of them alike, so the ratios of their clocks
+    (:attr:`SideBySideRun.seconds`) are meaningful. Every ``eval_every`` steps and after the last,
+    each model is scored by ``evaluate(model)`` (not timed) into its :attr:`~SideBySideRun.curve`,
+    then ``on_eval(run)`` is called (e.g. to keep a weight snapshot). Each epoch visits ``(x, y)``
+    in a random order drawn from ``generator``; the last partial batch is dropped.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    >>> nets = [torch.nn.Linear(4, 2), torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))]
+    >>> runs = [SideBySideRun(f"net{i}", n, torch.optim.SGD(n.parameters(), lr=0.1))
+    ...         for i, n in enumerate(nets)]
+    >>> acc = lambda m: float((m(x).argmax(1) == y).float().mean())
+    >>> train_side_by_side(runs, x, y, epochs=2, eval_every=2, evaluate=acc, batch_size=16)
+    >>> [len(r.curve) for r in runs], runs[0].curve[-1][0]
+    ([4, 4], 8)
+    """
+    epochs = check_int("epochs", epochs, 1)
+    eval_every = check_int("eval_every", eval_every, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    if len(x) != len(y) or len(x) < batch_size:
+        raise ValueError(f"x has {len(x)} rows and y {len(y)}: they must match and hold at least "
+                         f"batch_size = {batch_size} examples")
+    total, done = epochs * (len(x) // batch_size), 0
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            idx = order[i : i + batch_size]
+            for r in runs:
+                r.step(x[idx], y[idx], loss_fn)
+            done += 1
+            if done % eval_every == 0 or done == total:
+                for r in runs:
+                    r.curve.append((done, r.seconds, float(evaluate(r.model))))
+                    if on_eval is not None:
+                        on_eval(r)
