@@ -392,10 +392,11 @@ def train(
                       max_time, truth, eval_every, state)
     state = state if state is not None else TrainState()
     history = history if history is not None else History()
-    recorder = _Recorder(model, truth, history)
     inner_model, inner_op, const = _fold_frozen_ends(model, operator)
     opt = _make_optimizer(model, inner_model, lr=lr, optimizer=optimizer, momentum=momentum,
                           weight_decay=weight_decay, state=state)
+    # the clock starts here: a process's first torch.optim optimizer imports torch._dynamo (seconds)
+    recorder = _Recorder(model, truth, history)
     rules = _StoppingRules(int(max_iter), int(eval_every),
                            None if tol is None else tol * operator.scale(), target_error, max_time)
 
