@@ -27,6 +27,25 @@ _COMMANDS = (
 )
 
 
+def add_threads_option(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's intra-op threads (shared by the sub-commands that train)."""
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's, one per core; use 1 on a machine shared "
+                        "with other jobs, where more threads than free cores slow every step down)")
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (validated) before any work starts."""
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every available sub-command registered."""
     parser = argparse.ArgumentParser(

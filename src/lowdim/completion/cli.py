@@ -32,6 +32,7 @@ import pandas as pd
 
 from .._io import atomic_savefig, atomic_write_text
 from .._validation import check_fraction
+from ..cli import add_threads_option, set_threads
 from ..defaults import COMPLETION_PRESETS, DEPTH
 
 RATINGS = COMPLETION_PRESETS["ratings"]
@@ -115,7 +116,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Checkpoints, seed, precision, progress and several processes."""
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (resume if present)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.add_argument("--dtype", default=None, choices=["float64", "float32"],
+                   help=f"precision (default {RATINGS['dtype']}, the ratings preset's)")
+    add_threads_option(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--distributed", action="store_true",
                    help="data parallel over the processes that torchrun starts (each fits a shard "
@@ -203,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     from .distributed import init_from_env, is_main_process
 
     t0 = time.perf_counter()
+    set_threads(args)
     out = Path(args.out)
     _check_out(out, args.force)
     distributed = bool(getattr(args, "distributed", False)) and init_from_env()

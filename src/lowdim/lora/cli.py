@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from .._config import add_config_options, config_kwargs
+from ..cli import add_threads_option, set_threads
 from .finetune import FinetuneConfig
 
 #: FinetuneConfig fields offered as options (their defaults and help come from the config).
@@ -68,23 +69,18 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..SEEDS-1)")
     add_config_options(p, FinetuneConfig, _CONFIG_OPTIONS)
     p.add_argument("--out", default="finetune-runs", help="output folder")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: torch's; use 1 on a machine shared with other jobs)")
+    add_threads_option(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the study described by ``args``; returns the exit status."""
-    import torch
 
     from .._io import atomic_write_text
     from .finetune import finish, format_summary, make_accelerator, run_finetune
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     if args.seeds < 1:
         raise ValueError("--seeds must be >= 1")
     out = Path(args.out)
