@@ -94,7 +94,15 @@ def _one_run(args, splits, method, seed, lr, phase):
     model, tok = adapt_seq2seq(args.model, method, seed=seed)
     src, tgt = few_shot_pairs(train, args.n, seed, pool)
     t0 = time.perf_counter()
-    fit = train_seq2seq(model, tok, src, tgt, cfg, seed=seed)
+    try:
+        fit = train_seq2seq(model, tok, src, tgt, cfg, seed=seed)
+    except FloatingPointError as err:  # a diverging η loses the selection; a final run must not diverge
+        if phase != "select":
+            raise
+        print(f"select {method} lr={lr:g}: {err}", flush=True)
+        return {"phase": phase, "method": method, "seed": seed, "lr": lr, "held_loss": float("inf"),
+                "diverged": True, "steps": 0, "stopped": "diverged", "final_loss": float("inf"),
+                "train_s": time.perf_counter() - t0}
     rec = {"phase": phase, "method": method, "seed": seed, "lr": lr, "steps": fit["steps"],
            "stopped": fit["stopped"], "final_loss": fit["final_loss"], "losses": fit["losses"],
            "entropy": token_entropy(tok, tgt), "train_s": time.perf_counter() - t0}
