@@ -34,24 +34,21 @@ one JSON line ``{"benchmark": "lowrank_training", "datasets": {name: {"normal"|"
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lowdim import DivergenceError
 from lowdim.datasets.mnist import load_mnist
 from lowdim.nonlinear import (
     count_macs,
     factorize_layers,
     mlp,
     num_parameters,
-    train_epoch,
+    train_until_plateau,
     training_flops,
     training_memory,
 )
@@ -96,36 +93,18 @@ def train(net, data, args, seed: int) -> dict:
     opt, g = make_opt(net), torch.Generator().manual_seed(seed)
     per_epoch = len(x_tr) // args.batch
     epochs_per_round = max(1, round(args.round_steps / per_epoch))  # one MNIST epoch; 50 on 8×8 digits
-    best, best_state, since, seconds, epoch, steps, diverged = -1.0, None, 0, 0.0, 0, 0, False
-    for _ in range(args.max_rounds):
-        t0 = time.perf_counter()
-        try:
-            for _ in range(epochs_per_round):
-                epoch += 1
-                train_epoch(net, opt, x_tr, y_tr, batch_size=args.batch, generator=g)
-                steps += per_epoch
-        except DivergenceError:  # keep the best validated state, say so
-            diverged = True
-        seconds += time.perf_counter() - t0
-        if diverged:
-            break
-        val = accuracy(net, x_va, y_va)
-        if val > best + args.min_delta:
-            best, best_state, since = val, copy.deepcopy(net.state_dict()), 0
-        else:
-            since += 1
-            if since >= args.patience:
-                break
-    converged = since >= args.patience
-    net.load_state_dict(best_state)
+    fit = train_until_plateau(net, opt, x_tr, y_tr, lambda m: accuracy(m, x_va, y_va),
+                              epochs_per_round=epochs_per_round, patience=args.patience,
+                              min_delta=args.min_delta, max_rounds=args.max_rounds, batch_size=args.batch,
+                              generator=g)
     batch_x, batch_y = x_tr[: args.batch], y_tr[: args.batch]
     flops = training_flops(net, lambda out: F.cross_entropy(out, batch_y), batch_x)
-    return {"acc": accuracy(net, x_te, y_te), "val": best, "epochs": epoch, "seconds": seconds,
-            "converged": converged, "diverged_at_epoch": epoch if diverged else None,
+    return {"acc": accuracy(net, x_te, y_te), "val": fit.best, "epochs": fit.epochs, "seconds": fit.seconds,
+            "converged": fit.converged, "diverged_at_epoch": fit.diverged_at_epoch,
             "params": num_parameters(net), "macs": count_macs(net, x_te[:8]),
             "mem_mb": training_memory(net, lambda out: F.cross_entropy(out, batch_y), batch_x,
                                       make_opt) / 2**20,
-            "train_flops_per_example": flops, "train_tflops": flops * steps * args.batch / 1e12}
+            "train_flops_per_example": flops, "train_tflops": flops * fit.steps * args.batch / 1e12}
 
 
 def summarize(name: str, results: dict[str, list[dict]]) -> dict:

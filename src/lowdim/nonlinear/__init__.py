@@ -9,7 +9,8 @@
   seed 000 Table 1 and the talk's low-rank training table, measured.
 * :func:`train_epoch` — one epoch of minibatch training of a classifier; :func:`fit_least_squares`
   — full-batch GD on the squared loss (seed 004 Sec. 4.2); :func:`train_side_by_side` — models
-  trained on the same batches in turn, each with its own clock (seed 000 Table 1).
+  trained on the same batches in turn, each with its own clock (seed 000 Table 1);
+  :func:`train_until_plateau` — training to a validation plateau (the talk's low-rank training).
 * :func:`mlp`, :func:`deep_network`, :func:`hybrid_network` — the MLP of seed 000 Sec. 4.2, the
   networks of seed 004 Sec. 4.2, the talk's hybrid network (seed 002).
 * :func:`track_weight`, :func:`update_singular_values`, :func:`consecutive_subspace_distances`,
@@ -33,10 +34,18 @@ from .measure import (
     update_singular_values,
 )
 from .models import VisionTransformer, deep_network, hybrid_network, mlp
-from .training import SideBySideRun, fit_least_squares, train_epoch, train_side_by_side
+from .training import (
+    Plateau,
+    SideBySideRun,
+    fit_least_squares,
+    train_epoch,
+    train_side_by_side,
+    train_until_plateau,
+)
 
 __all__ = [
     "MODES",
+    "Plateau",
     "SideBySideRun",
     "VisionTransformer",
     "ConversionReport",
@@ -57,6 +66,7 @@ __all__ = [
     "penultimate_linear",
     "train_epoch",
     "train_side_by_side",
+    "train_until_plateau",
     "track_weight",
     "training_flops",
     "training_memory",

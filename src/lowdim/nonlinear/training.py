@@ -3,12 +3,15 @@
 * :func:`train_epoch` — one epoch of minibatch training of a classifier (seed 000 Sec. 4.2, the talk).
 * :func:`fit_least_squares` — full-batch GD on ``½‖f(X) − Y‖_F²`` to a relative loss (seed 004
   Sec. 4.2, eq. 2).
+* :func:`train_until_plateau` — minibatch training until a validation score stops improving, the best
+  validated state kept (the talk's low-rank training "to convergence").
 * :func:`train_side_by_side` — several models trained on the same batches, one step of each in
   turn, each with its own clock (seed 000 Table 1 / Fig. 21: time ratios measured side by side).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +24,8 @@ from torch import nn
 from .._validation import check_int, check_positive
 from ..training import DivergenceError
 
-__all__ = ["SideBySideRun", "fit_least_squares", "train_epoch", "train_side_by_side"]
+__all__ = ["Plateau", "SideBySideRun", "fit_least_squares", "train_epoch", "train_side_by_side",
+           "train_until_plateau"]
 
 
 def train_epoch(
@@ -207,3 +211,78 @@ def train_side_by_side(
                     r.curve.append((done, r.seconds, float(evaluate(r.model))))
                     if on_eval is not None:
                         on_eval(r)
+
+
+@dataclass
+class Plateau:
+    """What :func:`train_until_plateau` did: best validation score, epochs and optimizer steps run,
+    seconds of training (validations not timed), whether it stopped on the plateau (``converged``;
+    else it hit ``max_rounds``) and the epoch where the loss turned non-finite (None if never)."""
+
+    best: float
+    epochs: int
+    steps: int
+    seconds: float
+    converged: bool
+    diverged_at_epoch: int | None = None
+
+
+def train_until_plateau(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    validate: Callable[[nn.Module], float],
+    *,
+    epochs_per_round: int = 1,
+    patience: int = 3,
+    min_delta: float = 0.05,
+    max_rounds: int = 50,
+    batch_size: int = 128,
+    generator: torch.Generator | None = None,
+) -> Plateau:
+    """Train ``model`` (:func:`train_epoch`) until ``validate(model)`` stops improving.
+
+    After every ``epochs_per_round`` epochs the model is validated; training stops when the score has
+    not risen by more than ``min_delta`` for ``patience`` validations in a row, or after
+    ``max_rounds``. A non-finite loss stops training too (:attr:`Plateau.diverged_at_epoch`). The
+    model is left in its best validated state.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x, y = torch.randn(256, 5), torch.randint(0, 2, (256,))
+    >>> net = torch.nn.Linear(5, 2)
+    >>> acc = lambda m: float((m(x).argmax(1) == y).float().mean())
+    >>> out = train_until_plateau(net, torch.optim.SGD(net.parameters(), lr=0.1), x, y, acc,
+    ...                           patience=2, min_delta=0.01, batch_size=32)
+    >>> out.converged and abs(acc(net) - out.best) < 1e-12
+    True
+    """
+    patience = check_int("patience", patience, 1)
+    best, best_state, since, seconds, epoch, diverged = -float("inf"), None, 0, 0.0, 0, None
+    per_epoch = len(x) // check_int("batch_size", batch_size, 1)
+    for _ in range(check_int("max_rounds", max_rounds, 1)):
+        t0 = time.perf_counter()
+        try:
+            for _ in range(check_int("epochs_per_round", epochs_per_round, 1)):
+                epoch += 1
+                train_epoch(model, optimizer, x, y, batch_size=batch_size, generator=generator)
+        except DivergenceError:
+            diverged = epoch
+        seconds += time.perf_counter() - t0
+        if diverged is not None:
+            break
+        score = float(validate(model))
+        if score > best + min_delta:
+            best, best_state, since = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            since += 1
+            if since >= patience:
+                break
+    if best_state is None:
+        raise DivergenceError(f"training diverged at epoch {diverged} before its first validation; use a "
+                              "smaller learning rate")
+    model.load_state_dict(best_state)
+    steps = (epoch - (diverged is not None)) * per_epoch
+    return Plateau(best, epoch, steps, seconds, since >= patience, diverged)
