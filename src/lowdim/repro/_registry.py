@@ -24,7 +24,8 @@ SIZES = ("quick", "paper")
 VERDICTS = ("held", "partly", "did not hold")
 #: Modules holding the figures, one per paper (imported on first use of the registry).
 _FIGURE_MODULES = ("lowdim.repro.seed003", "lowdim.repro.seed004", "lowdim.repro.seed000",
-                   "lowdim.repro.seed000_incremental", "lowdim.repro.seed004_collapse")
+                   "lowdim.repro.seed000_incremental", "lowdim.repro.seed004_collapse",
+                   "lowdim.repro.seed000_nonlinear")
 _REGISTRY: dict[str, Figure] = {}
 
 
