@@ -194,3 +194,25 @@ def test_one_training_step_changes_only_adapters_and_new_modules(tmp_path, metho
     assert math.isfinite(sequence_loss(model, tok, src, tgt, cfg))
     out = generate(model, tok, src, cfg)
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_encoder_decoder_checkpoint_loads_as_is_and_trains(tmp_path):
+    """The T5/BART path: a seq2seq checkpoint has no new modules; adapters on every linear but lm_head."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    _tiny_bert(tmp_path)  # its tokenizer; the BART weights replace the BERT ones
+    config = BartConfig(vocab_size=len(WORDS) + 5, d_model=16, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                        decoder_ffn_dim=32, max_position_embeddings=64, pad_token_id=0, bos_token_id=2,
+                        eos_token_id=3, decoder_start_token_id=3, forced_bos_token_id=None)
+    torch.manual_seed(0)
+    BartForConditionalGeneration(config).save_pretrained(tmp_path)
+    base, tok, new = load_seq2seq(tmp_path)
+    assert type(base).__name__ == "BartForConditionalGeneration" and new == ()
+    model = get_deep_lora_model(base, seq2seq_adapter_config("deeplora", new, rank=2), task_heads=False)
+    names = {n.rsplit(".", 1)[-1] for n, _ in adapter_layers(model.base_model)}
+    assert names == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+    cfg = NLGConfig(max_steps=2, max_new_tokens=4, num_beams=2)
+    fit = train_seq2seq(model, tok, ["name [ the vaults ]"], ["the vaults is a pub ."], cfg)
+    assert fit["steps"] == 2 and math.isfinite(fit["final_loss"])
+    assert len(generate(model, tok, ["name [ blue spice ]"], cfg)) == 1
