@@ -35,10 +35,12 @@ _BASE = dict(classes=5, per_class=10, lr_times_depth=0.2, tol=1e-4, max_iter=300
 
 
 def collapse_run(s: dict, seed: int, depth: int, activation: str, init: str, eps: float,
-                 tol: float | None = None) -> dict:
-    """Train one network of Sec. 4.2 (to relative loss ``tol``, default ``s["tol"]``) and measure D_l, S_l."""
+                 tol: float | None = None, data: tuple | None = None) -> dict:
+    """Train one network of Sec. 4.2 (to relative loss ``tol``, default ``s["tol"]``) and measure D_l, S_l.
+
+    ``data``: ``(x, labels)`` instead of Sec. 4.2's orthonormal samples."""
     tol = s["tol"] if tol is None else tol
-    x, labels = orthogonal_classes(s["classes"], s["per_class"], random_state=seed)
+    x, labels = data or orthogonal_classes(s["classes"], s["per_class"], random_state=seed)
     y = torch.nn.functional.one_hot(labels, s["classes"]).double()
     d = x.shape[1]
     net = deep_network([d] * depth + [s["classes"]], activation=activation, init=init, scale=eps,
