@@ -206,13 +206,12 @@ def _lowrank_plot(data: dict, s: dict):
     fig, axes = subplots(4, width=3.6)
     x = np.arange(len(VARIANTS))
     for ax, key, label in zip(axes, ("acc", "params", "mem_mb", "train_tflops"),
-                              ("test accuracy (%)", "trained parameters", "training memory (MB)",
+                              ("test accuracy (%)", "trained parameters (millions)", "training memory (MB)",
                                "training TFLOPs to convergence")):
-        vals = [data[v][key] for v in VARIANTS]
+        vals = [data[v][key] / (1e6 if key == "params" else 1.0) for v in VARIANTS]
         ax.bar(x, vals, color=["C0", "C1", "C3"])
         for xi, v in zip(x, vals):
-            ax.annotate(f"{v:.4g}" if key != "params" else f"{v / 1e6:.2f} M", (xi, v), ha="center",
-                        va="bottom", fontsize=9)
+            ax.annotate(f"{v:.4g}", (xi, v), ha="center", va="bottom", fontsize=9)
         ax.set(xticks=x, xticklabels=[_VLABEL[v] for v in VARIANTS], ylabel=label)
     axes[0].set_ylim(min(data[v]["acc"] for v in VARIANTS) - 5, 100)
     axes[0].set_title(f"MLP 3×{s['hidden']} on MNIST")
@@ -263,8 +262,8 @@ register(Figure(
           "momentum 0.9, batch 128, validation on the last 5 000 training images every ~400 steps (whole "
           "epochs), stop after 3 validations without a 0.05-point gain, best validated state tested. Quick: "
           "8 000 training images, validation every 3 epochs (~200 steps), at most 30 epochs, tested on 5 000 "
-          "test images. Rank 1 sits at chance for its first ~4 epochs: validating every epoch with patience 2 "
-          "stopped it there (11%).",
+          "test images. Rank 1 sits at chance for its first ~4 epochs: validating every epoch with patience "
+          "2 stopped it there (11%).",
     module=__name__, depends=("lowdim.repro.seed000_nonlinear", *DEPENDS_000),
 ))
 
