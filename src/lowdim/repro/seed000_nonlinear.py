@@ -150,7 +150,7 @@ register(Figure(
     claim="For the DLN and the MLP, the update W(T) − W(0) of the penultimate layer has about K = 10 large "
           "singular values: the top 10 hold ≥ 95% of its energy and σ_11 ≤ 0.1 σ_1.",
     sizes=_A4_SIZES,
-    estimate={"quick": 45, "paper": 150},
+    estimate={"quick": 75, "paper": 150},
     compute=update_runs, plot=_fig1_plot, check=_fig1_check,
     notes=_NOTES_A4 + "Quick: 3 epochs on the first 20 000 training images.",
     module=__name__, depends=DEPENDS,
@@ -193,7 +193,7 @@ register(Figure(
           "penultimate "
           "weight stays small for the DLN and the MLP (median ≤ 1 and 90% of steps ≤ 2.5, of at most 10).",
     sizes=_A4_SIZES,
-    estimate={"quick": 45, "paper": 150},
+    estimate={"quick": 75, "paper": 150},
     compute=update_runs, plot=_fig20_plot, check=_fig20_check,
     notes=_NOTES_A4 + "r = 10. Distances start at the first snapshot after W(0): the DLN's W(0) is "
                       "orthogonal "
