@@ -51,12 +51,12 @@ def _list(out: Path) -> int:
     from ._registry import registry
     from ._runner import load_result
 
-    print(f"{'id':10s} {'paper':6s} {'quick':>7s} {'paper':>7s}  {'last verdict':24s} caption")
+    print(f"{'id':15s} {'paper':6s} {'quick':>7s} {'paper':>7s}  {'last verdict':24s} caption")
     for fig_id, fig in registry().items():
         rec = load_result(out, fig_id)
         last = f"{rec['verdict']} ({rec['size']})" if rec else "—"
         caption = fig.caption if len(fig.caption) <= 70 else fig.caption[:67] + "..."
-        print(f"{fig_id:10s} {fig.paper.split()[0]:6s} {fig.estimate['quick']:6.0f}s "
+        print(f"{fig_id:15s} {fig.paper.split()[0]:6s} {fig.estimate['quick']:6.0f}s "
               f"{fig.estimate['paper']:6.0f}s  {last:24s} {caption}")
     return 0
 
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         rec = run_figure(fig_id, size=args.size, out=out, seed=args.seed, force=args.force,
                          progress=not args.no_progress and sys.stderr.isatty())
         how = "reused (settings and code unchanged)" if rec["reused"] else f"{rec['seconds']:.1f} s"
-        print(f"{fig_id:10s} {rec['verdict']:13s} {how}", flush=True)
+        print(f"{fig_id:15s} {rec['verdict']:13s} {how}", flush=True)
         for c in rec["checks"]:
             print(f"    {'✔' if c['passed'] else '✘'} {c['name']}: {c['measured']}")
     html_path, md_path = write_report(out, elapsed=time.perf_counter() - start)
