@@ -25,7 +25,8 @@ VERDICTS = ("held", "partly", "did not hold")
 #: Modules holding the figures, one per paper (imported on first use of the registry).
 _FIGURE_MODULES = ("lowdim.repro.seed003", "lowdim.repro.seed004", "lowdim.repro.seed000",
                    "lowdim.repro.seed000_incremental", "lowdim.repro.seed004_collapse",
-                   "lowdim.repro.seed000_nonlinear", "lowdim.repro.seed002")
+                   "lowdim.repro.seed000_nonlinear", "lowdim.repro.seed002",
+                   "lowdim.repro.seed000_completion")
 _REGISTRY: dict[str, Figure] = {}
 
 
