@@ -62,8 +62,9 @@ def movielens_split(top: int | None, seed: int) -> dict:
     for name, part in zip(("train", "test"), ml.random_split(0.2, seed=seed)):
         keep = part["row"].isin(users) & part["col"].isin(items)
         part = part[keep]
-        out[name] = (np.searchsorted(users, part["row"].to_numpy()),
-                     np.searchsorted(items, part["col"].to_numpy()), part["value"].to_numpy(dtype=np.float64))
+        rows, cols = part["row"].to_numpy(), part["col"].to_numpy()
+        out[name] = (np.searchsorted(users, rows), np.searchsorted(items, cols),
+                     np.array(part["value"], dtype=np.float64))
     return out
 
 
@@ -88,7 +89,7 @@ class RatingsProblem:
         return self.scale * float(torch.sqrt(torch.mean(res.double() ** 2)))
 
 
-class TestTracker:
+class RMSETracker:
     """A :func:`lowdim.train` callback recording the test and train RMSE; its own time is kept apart so
     that it can be taken off the recorded wall time (:meth:`curve`). A non-finite RMSE stops training."""
 
@@ -121,7 +122,7 @@ class TestTracker:
 def ratings_run(problem: RatingsProblem, model: DeepFactorization, s: dict, setup: float = 0.0,
                 progress: bool = False) -> dict:
     """Train ``model`` on the ratings with test tracking; a divergence is recorded, not raised."""
-    tracker, history, state = TestTracker(problem), History(), TrainState()
+    tracker, history, state = RMSETracker(problem), History(), TrainState()
     diverged_at = None
     try:
         train(model, problem.train, lr=s["lr"], max_iter=s["max_iter"], eval_every=s["eval_every"],
@@ -170,6 +171,8 @@ def _best(curve: dict) -> float:
 
 # ----------------------------------------------------------------------------- Fig. 6
 def _fig6_compute(s: dict, seed: int, progress: bool) -> dict:
+    ml = s["movielens"]
+    problem = RatingsProblem(movielens_split(ml["top"], seed))  # first: a missing data set stops at once
     syn = s["synthetic"]
     pb = completion_problem(syn["d"], syn["d"], syn["rank"], syn["fraction"], random_state=seed)
     op = SparseEntryObservation(pb.rows, pb.cols, pb.values, pb.shape)
@@ -178,8 +181,6 @@ def _fig6_compute(s: dict, seed: int, progress: bool) -> dict:
         (pb.rows, pb.cols), pb.values, shape=pb.shape, truth=pb.truth.numpy())
     synthetic["altmin"] = {"iterations": list(range(1, alt.n_iter_ + 1)), "error": alt.error_,
                            "seconds": alt.seconds_, "loss": alt.loss_}
-    ml = s["movielens"]
-    problem = RatingsProblem(movielens_split(ml["top"], seed))
     cdln, svd = _cdln(problem, ml, ml["alpha"])
     runs = {"compressed": ratings_run(problem, cdln, ml, setup=svd)}
     m, n = problem.shape
@@ -275,7 +276,7 @@ register(Figure(
                            eval_every=20, altmin_iters=[1, 2, 3, 5, 8, 12, 20, 30, 50])),
         "quick": dict(
             synthetic=dict(d=60, rank=5, fraction=0.3, depth=3, scale=1e-3, rank_hat=10, alpha=2.0, lr=0.3,
-                           max_iter=4000, target_error=1e-4, eval_every=20, altmin_iter=30),
+                           max_iter=10000, target_error=1e-4, eval_every=20, altmin_iter=30),
             movielens=dict(top=200, rank_hat=10, depth=3, scale=0.1, lr=0.2, alpha=5.0, max_iter=1500,
                            eval_every=15, altmin_iters=[1, 2, 3, 5, 8, 12, 20, 30])),
     },
@@ -338,10 +339,14 @@ def _fig16_plot(data: dict, s: dict):
         conv = [r for r in rows if r["converged"]]
         axes[0].semilogy([r["lr"] * p for r in conv], [r["iterations"] for r in conv], "o-",
                          color=COLORS[name], label=NAMES[name])
+        capped = [r for r in rows if not r["diverged"] and not r["converged"]]
+        if capped:
+            axes[0].plot([r["lr"] * p for r in capped], [r["iterations"] for r in capped], "^", ms=9,
+                         mfc="none", color=COLORS[name], label=f"{NAMES[name]}: not converged at the cap")
         bad = [r["lr"] * p for r in rows if r["diverged"]]
         if bad:
-            axes[0].plot(bad, [max((r["iterations"] for r in conv), default=1)] * len(bad), "x", ms=9,
-                         color=COLORS[name], label=f"{NAMES[name]}: diverged")
+            axes[0].plot(bad, [s["max_iter"]] * len(bad), "x", ms=9, color=COLORS[name],
+                         label=f"{NAMES[name]}: diverged")
         h = data.get(f"{name}_history")
         if h is not None:
             lab = f"{NAMES[name]}, best η = {data[name]['best_lr'] * p:.3g}/p"
@@ -391,8 +396,8 @@ register(Figure(
                       eval_every=20),
         "quick": dict(d=60, rank=5, fraction=0.3, depth=3, scale=1e-3, rank_hat=10,
                       lr_grid=[0.1, 0.2, 0.3, 0.45, 0.6], tol=1e-12, max_iter=12000, eval_every=20),
-        "test": dict(d=30, rank=2, fraction=0.4, depth=3, scale=1e-2, rank_hat=4, lr_grid=[0.2, 0.4],
-                     tol=1e-10, max_iter=3000, eval_every=20),
+        "test": dict(d=30, rank=2, fraction=0.4, depth=3, scale=1e-2, rank_hat=4, lr_grid=[0.3, 0.45],
+                     tol=1e-8, max_iter=2000, eval_every=10),
     },
     estimate={"quick": 90, "paper": 1800},
     compute=_fig16_compute, plot=_fig16_plot, check=_fig16_check,
@@ -428,6 +433,11 @@ def _fig17_plot(data: dict, s: dict):
         if finite:
             ax.set_ylim(min(finite) - 0.03, min(finite) + 0.45)
         ax.set(xlabel=x, ylabel="test RMSE (rating units)")
+    for k, run in enumerate(data["runs"]):  # where a run diverged: × at the top of the panels
+        if run["diverged"]:
+            color = cmap(k / max(1, len(data["runs"]) - 1))
+            for ax, x in zip(axes, (run["diverged_at"], run["seconds"][-1] if run["seconds"] else 0.0)):
+                ax.plot([x], [ax.get_ylim()[1]], "x", ms=10, mew=2, color=color, clip_on=False)
     shape = data["data"]["shape"]
     axes[0].set_title(f"C-DLN on MovieLens {shape[0]}×{shape[1]}, η = {s['lr']}")
     axes[1].set_title("test RMSE vs wall time (incl. SVD)")
