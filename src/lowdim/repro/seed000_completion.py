@@ -204,7 +204,8 @@ def _rmse_axes(ax, runs: dict, xkey: str) -> None:
         ax.plot(run[xkey], run["test_rmse"], style, ms=3, color=color, label=NAMES[name])
     best = min(_best(runs[k]) for k in runs if k in NAMES)
     ax.set_ylim(best - 0.03, best + 0.45)
-    ax.set(xlabel="wall time (s)" if xkey == "seconds" else "iteration", ylabel="test RMSE (rating units)")
+    ax.set(xlabel="wall time (s), log scale" if xkey == "seconds" else "iteration",
+           ylabel="test RMSE (rating units)", xscale="log" if xkey == "seconds" else "linear")
 
 
 def _fig6_plot(data: dict, s: dict):
@@ -280,7 +281,7 @@ register(Figure(
             movielens=dict(top=200, rank_hat=10, depth=3, scale=0.1, lr=0.2, alpha=5.0, max_iter=1500,
                            eval_every=15, altmin_iters=[1, 2, 3, 5, 8, 12, 20, 30])),
     },
-    estimate={"quick": 70, "paper": 7200},
+    estimate={"quick": 50, "paper": 7200},
     compute=_fig6_compute, plot=_fig6_plot, check=_fig6_check,
     notes=("Synthetic: seed 000 Sec. 4.1 (d = 100, r = 10, 30% observed, r̂ = 20, L = 3, ε = 1e-3) "
            "with σ_max = 1, step 0.3/p and α = 2 (the paper's η = 10, α = 5 are for an unstated "
@@ -424,7 +425,7 @@ def _fig17_plot(data: dict, s: dict):
     cmap = __import__("matplotlib").colormaps["viridis"]
     finite = [_best(r) for r in data["runs"] if math.isfinite(_best(r))]
     for k, run in enumerate(data["runs"]):
-        color = cmap(k / max(1, len(data["runs"]) - 1))
+        color = cmap(0.85 * k / max(1, len(data["runs"]) - 1))  # no pale yellow
         lab = f"α = {run['alpha']:g}" + (f" (diverged at it. {run['diverged_at']})"
                                          if run["diverged"] else "")
         axes[0].plot(run["iterations"], run["test_rmse"], color=color, label=lab)
@@ -435,7 +436,7 @@ def _fig17_plot(data: dict, s: dict):
         ax.set(xlabel=x, ylabel="test RMSE (rating units)")
     for k, run in enumerate(data["runs"]):  # where a run diverged: × at the top of the panels
         if run["diverged"]:
-            color = cmap(k / max(1, len(data["runs"]) - 1))
+            color = cmap(0.85 * k / max(1, len(data["runs"]) - 1))  # no pale yellow
             for ax, x in zip(axes, (run["diverged_at"], run["seconds"][-1] if run["seconds"] else 0.0)):
                 ax.plot([x], [ax.get_ylim()[1]], "x", ms=10, mew=2, color=color, clip_on=False)
     shape = data["data"]["shape"]
