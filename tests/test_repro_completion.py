@@ -12,6 +12,7 @@ import torch
 from lowdim.compression import spectral_compression
 from lowdim.repro import get_figure, run_figure, verdict_of
 from lowdim.repro.seed000_completion import RatingsProblem, RMSETracker, first_time_below
+from lowdim.training import History
 
 
 @pytest.fixture
@@ -82,6 +83,8 @@ def test_rmse_tracker_matches_an_independent_rmse(movielens_env):
     with torch.no_grad():
         model.factors[0].fill_(float("nan"))
     assert tracker(1, model, 0.0) is True and tracker.nonfinite          # a non-finite RMSE stops training
+    curve = tracker.curve(History(iterations=[0, 1], loss=[1.0, 1.0], seconds=[0.5, 0.7]), setup=0.25)
+    assert curve["iterations"] == [0] and curve["seconds"] == [0.75]      # only finite records, setup added
 
 
 def test_movielens_figures_name_the_missing_data(tmp_path, monkeypatch):

@@ -113,10 +113,15 @@ class RMSETracker:
         return self.nonfinite
 
     def curve(self, history: History, setup: float = 0.0) -> dict:
-        """The recorded RMSE against iterations and training seconds (+ ``setup``, tracking excluded)."""
+        """The recorded RMSE against iterations and training seconds (+ ``setup``, tracking excluded);
+        non-finite records are left out (:func:`ratings_run` reports where a run diverged)."""
         secs = dict(zip(history.iterations, history.seconds))
-        return {"iterations": self.iterations, "test_rmse": self.test_rmse, "train_rmse": self.train_rmse,
-                "seconds": [setup + secs[it] - b for it, b in zip(self.iterations, self.before)]}
+        keep = [i for i, (a, b) in enumerate(zip(self.test_rmse, self.train_rmse))
+                if math.isfinite(a) and math.isfinite(b)]
+        return {"iterations": [self.iterations[i] for i in keep],
+                "test_rmse": [self.test_rmse[i] for i in keep],
+                "train_rmse": [self.train_rmse[i] for i in keep],
+                "seconds": [setup + secs[self.iterations[i]] - self.before[i] for i in keep]}
 
 
 def ratings_run(problem: RatingsProblem, model: DeepFactorization, s: dict, setup: float = 0.0,
