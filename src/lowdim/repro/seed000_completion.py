@@ -286,7 +286,7 @@ register(Figure(
             movielens=dict(top=200, rank_hat=10, depth=3, scale=0.1, lr=0.2, alpha=5.0, max_iter=1500,
                            eval_every=15, altmin_iters=[1, 2, 3, 5, 8, 12, 20, 30])),
     },
-    estimate={"quick": 50, "paper": 7200},
+    estimate={"quick": 50, "paper": 4500},
     compute=_fig6_compute, plot=_fig6_plot, check=_fig6_check,
     notes=("Synthetic: seed 000 Sec. 4.1 (d = 100, r = 10, 30% observed, r̂ = 20, L = 3, ε = 1e-3) "
            "with σ_max = 1, step 0.3/p and α = 2 (the paper's η = 10, α = 5 are for an unstated "
@@ -405,7 +405,7 @@ register(Figure(
         "test": dict(d=30, rank=2, fraction=0.4, depth=3, scale=1e-2, rank_hat=4, lr_grid=[0.3, 0.45],
                      tol=1e-8, max_iter=2000, eval_every=10),
     },
-    estimate={"quick": 90, "paper": 1800},
+    estimate={"quick": 70, "paper": 1500},
     compute=_fig16_compute, plot=_fig16_plot, check=_fig16_check,
     notes=("Synthetic completion of Sec. 4.1 (d = 100, r = 10, 30% observed, r̂ = 20, L = 3, ε = "
            "1e-3) at σ_max = 1 with the summed loss: the paper's η ∈ [10, 100] (20 steps) becomes η = "
@@ -501,7 +501,7 @@ register(Figure(
         "test": dict(top=150, rank_hat=5, depth=3, scale=0.1, lr=0.2, alphas=[0.1, 5.0, 50.0], alpha_ref=5.0,
                      max_iter=400, eval_every=10),
     },
-    estimate={"quick": 45, "paper": 150},
+    estimate={"quick": 40, "paper": 100},
     compute=_fig17_compute, plot=_fig17_plot, check=_fig17_check,
     notes="The paper does not list its α values; lowdim uses {0.1, 1, 5, 10, 50}. "
           + _ML_NOTES.split(" AltMin")[0],
