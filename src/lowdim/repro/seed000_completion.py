@@ -347,7 +347,8 @@ def _fig16_plot(data: dict, s: dict):
                          color=COLORS[name], label=NAMES[name])
         capped = [r for r in rows if not r["diverged"] and not r["converged"]]
         if capped:
-            axes[0].plot([r["lr"] * p for r in capped], [r["iterations"] for r in capped], "^", ms=9,
+            axes[0].plot([r["lr"] * p for r in capped], [r["iterations"] for r in capped],
+                         "v" if name == "original" else "^", ms=9,
                          mfc="none", color=COLORS[name], label=f"{NAMES[name]}: not converged at the cap")
         bad = [r["lr"] * p for r in rows if r["diverged"]]
         if bad:
@@ -358,6 +359,8 @@ def _fig16_plot(data: dict, s: dict):
             lab = f"{NAMES[name]}, best η = {data[name]['best_lr'] * p:.3g}/p"
             axes[1].semilogy(h["iterations"], h["error"], color=COLORS[name], label=lab)
             axes[2].semilogy(np.asarray(h["seconds"]) + h["setup"], h["error"], color=COLORS[name], label=lab)
+    done = [r["iterations"] for n in ("original", "compressed") for r in data[n]["rows"] if r["converged"]]
+    axes[0].set_ylim(min(done, default=s["max_iter"]) / 5, 2 * s["max_iter"])  # room for the legend below
     axes[0].set(xlabel="η · p (step size c of η = c/p)", ylabel=f"iterations to relative loss {s['tol']:g}",
                 title="η grid at α = 1")
     axes[1].set(xlabel="iteration", ylabel="relative recovery error", title="at the best η of each network")
