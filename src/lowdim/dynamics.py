@@ -2,6 +2,8 @@
 
 * :func:`singular_values` — spectrum of each factor (seed 003 Fig. 3 left).
 * :func:`singular_vector_angles` — ∠(v_i(t), v_i(0)) and ∠(u_i(t), u_i(0)) (Fig. 3 middle/right).
+* :func:`angles_to_reference` — the same angles where singular values repeat (the invariant block's
+  ρ(t) has a unique span, not unique vectors).
 * :func:`invariant_residuals` — ``‖W_l(t)V_{l,2} − ρ_l(t)U_{l,2}‖`` and ``‖W_l(t)ᵀU_{l,2} − ρ_l(t)V_{l,2}‖``
   (seed 003 Theorem 2.1, eq. 5).
 * :func:`numerical_rank` — seed 003 Fig. 7: singular values above ``max(1e-8, d σ_1 ε_mach)``.
@@ -36,6 +38,37 @@ def singular_vector_angles(w_t: torch.Tensor, w_0: torch.Tensor) -> tuple[torch.
     cos_u = (u_t * u_0).sum(0).abs().clamp(max=1)
     cos_v = (vh_t * vh_0).sum(1).abs().clamp(max=1)
     return torch.arccos(cos_u), torch.arccos(cos_v)
+
+
+def repeated_values(values: torch.Tensor, rtol: float = 1e-9) -> torch.Tensor:
+    """Mask of the singular values that are repeated (another value within ``rtol · σ_max``)."""
+    close = (values[:, None] - values[None, :]).abs() <= rtol * float(values.max())
+    return close.sum(1) > 1
+
+
+def angles_to_reference(
+    vecs: torch.Tensor, values: torch.Tensor, ref_vecs: torch.Tensor, ref_values: torch.Tensor,
+    rtol: float = 1e-9,
+) -> list[float]:
+    """Angles (radians) of singular vectors (columns of ``vecs``, values ``values``) to reference ones.
+
+    A repeated singular value (seed 003 Theorem 2.1: the ``d − 2r`` values ρ(t) of the invariant
+    block) has no unique vectors, only a unique span, so: the k-th non-repeated vector (in
+    decreasing order of its value) is compared with the k-th non-repeated reference vector, and each
+    repeated vector with the span of the repeated reference vectors.
+
+    Returns
+    -------
+    list of float
+        ``[angles of the non-repeated vectors…, angles of the repeated vectors…]``.
+    """
+    rep, ref_rep = repeated_values(values, rtol), repeated_values(ref_values, rtol)
+    mov, ref_mov = vecs[:, ~rep], ref_vecs[:, ~ref_rep]
+    k = min(mov.shape[1], ref_mov.shape[1])
+    moving = torch.arccos((mov[:, :k] * ref_mov[:, :k]).sum(0).abs().clamp(max=1.0))
+    span = ref_vecs[:, ref_rep].T @ vecs[:, rep]
+    stay = torch.arccos(torch.linalg.vector_norm(span, dim=0).clamp(max=1.0))
+    return moving.tolist() + stay.tolist()
 
 
 def invariant_residuals(

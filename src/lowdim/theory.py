@@ -15,11 +15,16 @@ import numpy as np
 
 
 def rho_recursion(
-    scales: Sequence[float], lr: float, steps: int, weight_decay: float = 0.0
+    scales: Sequence[float], lr: float, steps: int, weight_decay: float = 0.0, momentum: float = 0.0
 ) -> np.ndarray:
     r"""Repeated singular values ρ_l(t) of each factor on the invariant subspace.
 
     .. math:: ρ_l(t) = ρ_l(t-1)\,\bigl(1 - ηλ - η \prod_{k \ne l} ρ_k(t-1)^2\bigr),\quad ρ_l(0) = ε_l
+
+    (seed 003 Theorem 2.1 eq. 6). With heavy-ball momentum μ (seed 004 eq. 16, as
+    :class:`torch.optim.SGD`: ``b(t) = μ b(t−1) + g(t)``, ``b(0) = g(0)``) the invariant block's
+    gradient is still exactly ``g_l = ρ_l (λ + ∏_{k≠l} ρ_k²)`` (the proof of Theorem 2.1), so the
+    same scalars follow ``ρ(t+1) = ρ(t) − η b(t)``; ``momentum=0`` is eq. 6.
 
     Returns
     -------
@@ -28,10 +33,12 @@ def rho_recursion(
     """
     rho = np.empty((steps + 1, len(scales)))
     rho[0] = scales
-    for t in range(1, steps + 1):
-        prev = rho[t - 1]
+    buf = np.zeros(len(scales))
+    for t in range(steps):
+        prev = rho[t]
         others = np.array([np.prod(np.delete(prev, l) ** 2) for l in range(len(prev))])
-        rho[t] = prev * (1 - lr * weight_decay - lr * others)
+        buf = momentum * buf + prev * (weight_decay + others)
+        rho[t + 1] = prev - lr * buf
     return rho
 
 

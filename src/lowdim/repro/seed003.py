@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..compression import invariant_bases, invariant_subspace_compression, narrow_factorization
 from ..datasets import completion_problem, low_rank_matrix
 from ..defaults import default_gamma
-from ..dynamics import invariant_residuals
+from ..dynamics import angles_to_reference, invariant_residuals, repeated_values
 from ..factorization import DeepFactorization
 from ..operators import FullObservation, MeasurementOperator
 from ..theory import compression_gap_bound, rho_recursion
@@ -117,46 +117,6 @@ _register(Figure(
 
 
 # ----------------------------------------------------------------------------- Fig. 3 (and 004 Fig. 3)
-def _repeated(values: torch.Tensor, rtol: float = 1e-9) -> torch.Tensor:
-    """Mask of the singular values that are repeated (another value within ``rtol·σ_max``)."""
-    close = (values[:, None] - values[None, :]).abs() <= rtol * float(values.max())
-    return close.sum(1) > 1
-
-
-def _block_angles(vecs: torch.Tensor, vals: torch.Tensor, ref_vecs: torch.Tensor, ref_vals: torch.Tensor):
-    """Angles of singular vectors to their reference ones: the k-th non-repeated vector (in decreasing
-    order of its value) to the k-th non-repeated reference vector, and each repeated vector to the span
-    of the repeated reference vectors (a repeated value has no unique vectors, only a unique span).
-
-    Returns ``[moving angles…, repeated angles…]``.
-    """
-    rep, ref_rep = _repeated(vals), _repeated(ref_vals)
-    mov, ref_mov = vecs[:, ~rep], ref_vecs[:, ~ref_rep]
-    k = min(mov.shape[1], ref_mov.shape[1])
-    moving = torch.arccos((mov[:, :k] * ref_mov[:, :k]).sum(0).abs().clamp(max=1.0))
-    stay = torch.arccos(torch.linalg.vector_norm(ref_vecs[:, ref_rep].T @ vecs[:, rep], dim=0).clamp(max=1.0))
-    return moving.tolist() + stay.tolist()
-
-
-def _rho_heavy_ball(scales: list[float], lr: float, steps: int, weight_decay: float = 0.0,
-                    momentum: float = 0.0) -> np.ndarray:
-    """ρ_l(t) of eq. 6 (seed 003), and under heavy-ball momentum μ (seed 004 eq. 16) the same
-    recursion with ``ρ(t+1) = ρ(t) − η g(ρ(t)) + μ(ρ(t) − ρ(t−1))``, ``g_l = ρ_l(λ + ∏_{k≠l} ρ_k²)``:
-    the invariant block's gradient is exactly ``g`` (Theorem 2.1's proof), so momentum keeps the form.
-    (A candidate for :mod:`lowdim.theory`; with μ = 0 it is :func:`lowdim.theory.rho_recursion`.)"""
-    if momentum == 0:
-        return rho_recursion(scales, lr, steps, weight_decay)
-    rho = np.empty((steps + 1, len(scales)))
-    rho[0] = scales
-    buf = np.zeros(len(scales))
-    for t in range(steps):
-        p = rho[t]
-        grad = p * (weight_decay + np.array([np.prod(np.delete(p, l) ** 2) for l in range(len(p))]))
-        buf = momentum * buf + grad if t else grad
-        rho[t + 1] = p - lr * buf
-    return rho
-
-
 def svd_evolution(op: MeasurementOperator, s: dict, seed: int, progress: bool, label: str) -> dict:
     """Singular values of every factor over GD and the angles of their singular vectors to those at
     t = 1 (the first iterate with distinct values, cluster-aware), with Theorem 2.1's residuals."""
@@ -164,8 +124,8 @@ def svd_evolution(op: MeasurementOperator, s: dict, seed: int, progress: bool, l
     model = DeepFactorization([d] * (s["depth"] + 1), scale=s["scale"], random_state=seed)
     us, vs = invariant_bases(model, op, r)
     u2, v2 = [u[:, 2 * r:] for u in us], [v[:, 2 * r:] for v in vs]
-    rho = _rho_heavy_ball([s["scale"]] * s["depth"], s["lr"], s["steps"], s.get("weight_decay", 0.0),
-                          s.get("momentum", 0.0))
+    rho = rho_recursion([s["scale"]] * s["depth"], s["lr"], s["steps"], s.get("weight_decay", 0.0),
+                        s.get("momentum", 0.0))
     layers = list(range(s["depth"])) if s.get("all_layers") else [0]
     rec = {l: {"sigma": [], "angle_v": [], "angle_u": []} for l in layers}
     refs, worst, iters = {}, [0.0], []
@@ -181,8 +141,8 @@ def svd_evolution(op: MeasurementOperator, s: dict, seed: int, progress: bool, l
             refs.setdefault(l, (u, sv, vh.T))
             ur, sr, vr = refs[l]
             rec[l]["sigma"].append(sv.tolist())
-            rec[l]["angle_v"].append(_block_angles(vh.T, sv, vr, sr))
-            rec[l]["angle_u"].append(_block_angles(u, sv, ur, sr))
+            rec[l]["angle_v"].append(angles_to_reference(vh.T, sv, vr, sr))
+            rec[l]["angle_u"].append(angles_to_reference(u, sv, ur, sr))
 
     h = train(model, op, lr=s["lr"], max_iter=s["steps"], weight_decay=s.get("weight_decay", 0.0),
               momentum=s.get("momentum", 0.0), callback=observe, progress=progress)
@@ -202,7 +162,7 @@ def svd_evolution_plot(data: dict, s: dict):
     for row, (name, rec) in enumerate(layers.items()):
         ax = axes[3 * row: 3 * row + 3]
         sig = torch.as_tensor(rec["sigma"])
-        rep = torch.stack([_repeated(row) for row in sig])
+        rep = torch.stack([repeated_values(row) for row in sig])
         if bool((rep.sum(1) == d - 2 * r).all()):  # moving values, then the repeated one
             for i in range(2 * r):
                 ax[0].plot(t, sig[~rep].reshape(len(t), -1)[:, i], lw=1.4, color=f"C{1 + i % 8}",
