@@ -252,8 +252,8 @@ class BurerMonteiro(DeepMatrixCompletion):
                  max_time=None, weight_decay=0.0, momentum=0.0, bias="none", bias_reg=10.0,
                  validation_fraction=None, n_iter_no_change=10, eval_every=10,
                  duplicates="error", unknown="fallback", dtype="float64", device="cpu",
-                 checkpoint_dir=None, checkpoint_every=500, random_state=None, warm_start=False,
-                 verbose=False):
+                 distributed=False, checkpoint_dir=None, checkpoint_every=500, random_state=None,
+                 warm_start=False, verbose=False):
         self.rank = rank
         self.init_scale = init_scale
         self.learning_rate = learning_rate
@@ -271,6 +271,7 @@ class BurerMonteiro(DeepMatrixCompletion):
         self.unknown = unknown
         self.dtype = dtype
         self.device = device
+        self.distributed = distributed
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.random_state = random_state
