@@ -71,7 +71,8 @@ def fit(out, ratings):
     if is_main_process():
         save_file(tensors, os.path.join(out, "fits.safetensors"))
     return cli(["complete", ratings, "--out", os.path.join(out, "cli"), "--no-progress",
-                "--max-iter", "30", "--eval-every", "5", "--rank", "4"]  # the ratings preset
+                "--max-iter", "30", "--eval-every", "5", "--rank", "4",
+                "--dtype", "float64"]  # the ratings preset, in float64 (the 1e-10 comparison)
                + (["--distributed"] if started else []))
 
 
