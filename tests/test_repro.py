@@ -123,3 +123,16 @@ def test_cli_list_run_and_errors(tmp_path, capsys):
     assert "reused" in capsys.readouterr().out
     assert main(["repro", "003-fig99", "--out", str(tmp_path)]) == 1
     assert "unknown figure id '003-fig99'" in capsys.readouterr().err
+
+
+def test_004_fig10_non_whitened_data_keeps_the_bulk_approximately(tmp_path):
+    """Seed 004 Fig. 10: raw Gaussian X; the bulk singular values stay at ε and W_1 barely moves on
+    their subspace (exactly 0 for whitened data), while 2 d_y directions move."""
+    rec = run_figure("004-fig10", size="test", out=tmp_path)
+    data = rec["data"]
+    assert data["loss"][1] < 1e-3 * data["loss"][0] and data["condition_xxt"] > 2  # not whitened
+    assert data["bulk_change"] < 0.05 and max(data["drift_moving"]) > 0.3
+    assert max(data["drift"]) < 0.25 * max(data["drift_moving"])
+    assert rec["verdict"] == "held"
+    data["drift"] = [2 * max(data["drift_moving"])]  # the verdict follows the numbers
+    assert verdict_of(get_figure("004-fig10").check(data, rec["settings"])) == "partly"
