@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout", type=int, default=500, help="held-out training examples for η")
     parser.add_argument("--head-lr", type=float, default=1e-3, help="head lr (both methods)")
     parser.add_argument("--max-steps", type=int, default=300)
+    parser.add_argument("--rank", type=int, default=8,
+                        help="adapter rank r of both methods (Fig. 8 sweeps it; Deep LoRA needs it even)")
     parser.add_argument("--max-eval", type=int, default=None, help="seeded random dev subset")
     parser.add_argument("--out", default=None, help="folder (default /tmp/fewshot_<task>)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = FinetuneConfig(
         model=args.model, data_root=args.data_root, task=args.task, n_train=tuple(args.n),
         seeds=tuple(range(args.seeds)), max_steps=args.max_steps, head_lr=args.head_lr,
-        max_eval=args.max_eval, progress=False,
+        max_eval=args.max_eval, progress=False, rank=args.rank,
     )
     out = Path(args.out or f"/tmp/fewshot_{cfg.task}")
     train, evals = load_task(cfg)
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                                            for k in r["ranks"]).items()))
             print(f"numerical ranks of ΔW, n = {biggest}, {m} (rank: layers, all seeds): {ranks[m]}")
     print(dumps_result_line(train.task.name, reference, results, reference_kind=what,
-                            max_steps=args.max_steps, max_eval=args.max_eval, ranks=ranks))
+                            max_steps=args.max_steps, max_eval=args.max_eval, ranks=ranks,
+                            adapter_rank=args.rank))
     return 0
 
 
