@@ -46,3 +46,17 @@ def test_003_fig7_verdict_follows_the_rank_histogram():
     data["histogram"]["deeplora"] = {"8": 150, "7": 30}  # 17% below r: not low-rank
     assert [c.passed for c in fig.check(data, s)] == [False, True]
     fig.plot(data, s)
+
+
+def test_003_fig8_verdict_follows_the_spread_over_ranks():
+    fig = get_figure("003-fig8")
+    s = fig.settings("quick")  # ranks 2, 8, 32
+    robust = {"ranks": [2, 8, 32], "metric": "pearson",
+              "scores": {"lora": [[0.30], [0.25], [0.05]], "deeplora": [[0.28], [0.30], [0.27]]}}
+    checks = fig.check(robust, s)
+    assert verdict_of(checks) == "held"
+    assert "Deep LoRA 0.03, LoRA 0.25" in checks[0].measured
+    flipped = {**robust, "scores": {"lora": robust["scores"]["deeplora"],
+                                    "deeplora": robust["scores"]["lora"]}}
+    assert verdict_of(fig.check(flipped, s)) == "did not hold"
+    fig.plot(robust, s)
