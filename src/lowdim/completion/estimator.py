@@ -720,6 +720,7 @@ class DeepMatrixCompletion(CompletionEstimator):
             return self._fit(X, y, shape, row_features, col_features)
 
     def _fit(self, X, y, shape, row_features, col_features):
+        """:meth:`fit` itself (run inside the data-parallel context when ``distributed``)."""
         t_start = time.perf_counter()
         last = getattr(self, "_training", None) if self.warm_start else None
         if last is not None:  # continue the last run (the refit, if there was one) up to max_iter
