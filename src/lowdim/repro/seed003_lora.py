@@ -17,6 +17,7 @@ from collections import Counter
 
 import numpy as np
 
+from ..defaults import LORA_RANK
 from ..lora.finetune import FinetuneConfig, default_glue_root, default_model_path, eval_subset, run_one
 from ..lora.glue import get_task
 from ..lora.study import run_study, study_results, study_splits, zero_training_reference
@@ -41,23 +42,30 @@ def _config(s: dict, seed: int) -> FinetuneConfig:
         model=model, data_root=default_glue_root(), task=s["task"], n_train=tuple(s["n"]),
         seeds=tuple(range(seed, seed + s["seeds"])), max_steps=s["max_steps"], max_eval=s["max_eval"],
         lora_lr=SELECTED_LR["lora"], deeplora_lr=SELECTED_LR["deeplora"], progress=False,
-        save_adapters=False, rank=s.get("rank", 8),
+        save_adapters=False, rank=s.get("rank", LORA_RANK),
     )
 
 
-def few_shot_records(s: dict, seed: int, reference: bool = True) -> tuple[list[dict], float | None, str]:
+def _splits(cfg: FinetuneConfig, s: dict) -> tuple:
+    """:func:`study_splits` (tokenized once), with the data folder named when it is missing."""
+    try:
+        return study_splits(cfg, s.get("holdout") or 300)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err} (the GLUE files are read from $LOWDIM_DATA/glue, default "
+                                "../shared/data/glue)") from err
+
+
+def few_shot_records(s: dict, seed: int, reference: bool = True, splits: tuple | None = None
+                     ) -> tuple[list[dict], float | None, str]:
     """``(final run records, zero-training reference, what it is)`` of the study ``s`` describes
     (the reference only with ``reference``: it embeds the whole dev split).
 
     With ``s["grid"]`` η is selected per method and n on ``s["holdout"]`` held-out training examples
-    (:func:`run_study`); without it every run uses :data:`SELECTED_LR`.
+    (:func:`run_study`); without it every run uses :data:`SELECTED_LR`. ``splits`` reuses the
+    tokenized splits of an earlier call (:func:`_splits`; they do not depend on the adapter rank).
     """
     cfg = _config(s, seed)
-    try:
-        train, pool, _, evals = study_splits(cfg, s.get("holdout") or 300)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err} (the GLUE files are read from $LOWDIM_DATA/glue, default "
-                                "../shared/data/glue)") from err
+    train, pool, _, evals = splits if splits is not None else _splits(cfg, s)
     dev = eval_subset(evals["dev"], cfg)  # the dev examples the runs are scored on
     ref, what = (zero_training_reference(cfg.model, train.split, dev.split) if reference
                  else (None, ""))
@@ -138,7 +146,7 @@ def _fig7_compute(s: dict, seed: int, progress: bool) -> dict:
     n = max(s["n"])
     hist = {m: Counter(k for r in records if r["method"] == m and r["n"] == n for k in r["ranks"])
             for m in METHODS}
-    return {"n": n, "rank": s.get("rank", 8),
+    return {"n": n, "rank": s.get("rank", LORA_RANK),
             "histogram": {m: {str(k): v for k, v in sorted(h.items())} for m, h in hist.items()}}
 
 
@@ -191,8 +199,9 @@ register(Figure(
 # ----------------------------------------------------------------------------- Fig. 8
 def _fig8_compute(s: dict, seed: int, progress: bool) -> dict:
     out: dict = {"ranks": s["ranks"], "scores": {m: [] for m in METHODS}}
+    splits = _splits(_config(s, seed), s)
     for r in s["ranks"]:
-        records, _, _ = few_shot_records({**s, "rank": r}, seed, reference=False)
+        records, _, _ = few_shot_records({**s, "rank": r}, seed, reference=False, splits=splits)
         for m in METHODS:
             out["scores"][m].append([float(x["main"]) for x in records if x["method"] == m])
     out["metric"] = get_task(s["task"]).main_metric
