@@ -15,6 +15,12 @@ from collections.abc import Sequence
 __all__ = ["add_config_options", "config_kwargs"]
 
 
+def hint(text: str) -> dict[str, str]:
+    """``field(metadata=hint("…"))``: the help a configuration field carries (read by
+    :func:`add_config_options`)."""
+    return {"help": text}
+
+
 def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._config import hint
 from .._validation import check_int, check_nonnegative, check_positive, fail
 from ..defaults import DEPTH, INIT_SCALE, LORA_ALPHA, LORA_GAMMA, LORA_RANK
 
@@ -26,9 +27,6 @@ BERT_TARGETS: tuple[str, ...] = (
 )
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
 
 @dataclass
 class AdapterConfig:
@@ -40,10 +38,10 @@ class AdapterConfig:
         See each field's ``metadata["help"]``.
     """
 
-    rank: int = field(default=LORA_RANK, metadata=_help("Adapter rank r (width of the low-rank update)."))
+    rank: int = field(default=LORA_RANK, metadata=hint("Adapter rank r (width of the low-rank update)."))
     target_modules: tuple[str, ...] | str = field(
         default=BERT_TARGETS,
-        metadata=_help(
+        metadata=hint(
             "Modules to adapt: a list of names, each matching a module whose qualified name equals "
             "it or ends with '.'+name (PEFT convention), or one string taken as a regular "
             "expression that must match the whole qualified name."
@@ -51,13 +49,13 @@ class AdapterConfig:
     )
     modules_to_save: tuple[str, ...] = field(
         default=(),
-        metadata=_help(
+        metadata=hint(
             "Modules (same matching rule) kept fully trainable and saved with the adapter, "
             "e.g. a task head such as 'classifier'."
         ),
     )
     dropout: float = field(
-        default=0.0, metadata=_help("Dropout probability on the adapter's input (0 disables).")
+        default=0.0, metadata=hint("Dropout probability on the adapter's input (0 disables).")
     )
 
     adapter_type = "base"
@@ -103,7 +101,7 @@ class LoRAConfig(AdapterConfig):
     """
 
     alpha: float = field(
-        default=LORA_ALPHA, metadata=_help("LoRA scale alpha; the update is (alpha/r)·B·A.")
+        default=LORA_ALPHA, metadata=hint("LoRA scale alpha; the update is (alpha/r)·B·A.")
     )
 
     adapter_type = "lora"
@@ -129,32 +127,32 @@ class DeepLoRAConfig(AdapterConfig):
 
     rank: int = field(
         default=LORA_RANK,
-        metadata=_help(
+        metadata=hint(
             "Adapter width r (as LoRA's r; the paper's rank-r compression): an even number >= 2, "
             "r/2 directions from each of the two gradient blocks of the compression (Sec. 2.3)."
         ),
     )
 
-    depth: int = field(default=DEPTH, metadata=_help("Depth L of the factorization ΔW = W^(L)···W^(1)."))
+    depth: int = field(default=DEPTH, metadata=hint("Depth L of the factorization ΔW = W^(L)···W^(1)."))
     init_scale: float = field(
         default=INIT_SCALE,
-        metadata=_help("Scale ε of the ε-orthogonal full-width initialization (eq. 3); cores start at ε·I."),
+        metadata=hint("Scale ε of the ε-orthogonal full-width initialization (eq. 3); cores start at ε·I."),
     )
     gamma: float = field(
         default=LORA_GAMMA,
-        metadata=_help(
+        metadata=hint(
             "Discrepant learning-rate ratio γ of the outer bases U, V (lr γ·η; γ = 0 freezes them)."
         ),
     )
     include_initial_delta: bool = field(
         default=False,
-        metadata=_help(
+        metadata=hint(
             "During compression, include the full-width ΔW(0) = ∏ε_l·P in the calibration forward "
             "pass (exact paper construction; its effect is O(ε^L) and below float32 resolution)."
         ),
     )
     seed: int = field(
-        default=0, metadata=_help("Seed of the implicit full-width orthogonal initialization.")
+        default=0, metadata=hint("Seed of the implicit full-width orthogonal initialization.")
     )
 
     adapter_type = "deep_lora"

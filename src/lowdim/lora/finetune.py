@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._config import hint
 from .._io import atomic_write_json, atomic_write_text
 from ..defaults import DEEP_LORA_LR, DEPTH, INIT_SCALE, LORA_ALPHA, LORA_GAMMA, LORA_LR, LORA_RANK
 from ..dynamics import rank_from_singular_values
@@ -75,86 +76,83 @@ METHODS = ("lora", "deeplora")
 _RUN_SELECTION = ("methods", "n_train", "seeds", "output", "progress", "save_adapters")
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
 
 @dataclass
 class FinetuneConfig:
     """Settings of a few-shot fine-tuning study (defaults: the paper's, App. B)."""
 
-    model: str = field(metadata=_help("Model path or name for from_pretrained."))
-    data_root: str = field(metadata=_help("GLUE root folder (holding STS-B/, SST-2/, ...)."))
+    model: str = field(metadata=hint("Model path or name for from_pretrained."))
+    data_root: str = field(metadata=hint("GLUE root folder (holding STS-B/, SST-2/, ...)."))
     task: str = field(
         default="stsb",
-        metadata=_help("GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)."),
+        metadata=hint("GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)."),
     )
     train_file: str | None = field(
         default=None,
-        metadata=_help("User training data (.csv or .jsonl: text, optional text_pair, label); "
+        metadata=hint("User training data (.csv or .jsonl: text, optional text_pair, label); "
                        "replaces the GLUE task."),
     )
-    dev_file: str | None = field(default=None, metadata=_help("User evaluation data (same format)."))
-    methods: tuple[str, ...] = field(default=METHODS, metadata=_help("Methods to run: lora, deeplora."))
-    n_train: tuple[int, ...] = field(default=(16,), metadata=_help("Training-set sizes n."))
+    dev_file: str | None = field(default=None, metadata=hint("User evaluation data (same format)."))
+    methods: tuple[str, ...] = field(default=METHODS, metadata=hint("Methods to run: lora, deeplora."))
+    n_train: tuple[int, ...] = field(default=(16,), metadata=hint("Training-set sizes n."))
     seeds: tuple[int, ...] = field(
         default=(0, 1, 2, 3, 4),
-        metadata=_help("Seeds (one subset per seed and n)."),
+        metadata=hint("Seeds (one subset per seed and n)."),
     )
-    rank: int = field(default=LORA_RANK, metadata=_help("Adapter rank r (both methods)."))
-    lora_alpha: float = field(default=LORA_ALPHA, metadata=_help("LoRA scale α."))
-    lora_lr: float = field(default=LORA_LR, metadata=_help("LoRA learning rate η."))
+    rank: int = field(default=LORA_RANK, metadata=hint("Adapter rank r (both methods)."))
+    lora_alpha: float = field(default=LORA_ALPHA, metadata=hint("LoRA scale α."))
+    lora_lr: float = field(default=LORA_LR, metadata=hint("LoRA learning rate η."))
     deeplora_lr: float = field(
-        default=DEEP_LORA_LR, metadata=_help("Deep LoRA learning rate η (cores).")
+        default=DEEP_LORA_LR, metadata=hint("Deep LoRA learning rate η (cores).")
     )
-    gamma: float = field(default=LORA_GAMMA, metadata=_help("Deep LoRA outer-basis ratio γ (lr γη)."))
-    depth: int = field(default=DEPTH, metadata=_help("Deep LoRA depth L."))
-    init_scale: float = field(default=INIT_SCALE, metadata=_help("Deep LoRA init scale ε."))
+    gamma: float = field(default=LORA_GAMMA, metadata=hint("Deep LoRA outer-basis ratio γ (lr γη)."))
+    depth: int = field(default=DEPTH, metadata=hint("Deep LoRA depth L."))
+    init_scale: float = field(default=INIT_SCALE, metadata=hint("Deep LoRA init scale ε."))
     head_lr: float = field(
         default=1e-3,
-        metadata=_help("Head learning rate, the same for both methods."),
+        metadata=hint("Head learning rate, the same for both methods."),
     )
     pooling: str = field(
         default="auto",
-        metadata=_help("Sentence embedding under the head: auto (the checkpoint's own: mean for "
+        metadata=hint("Sentence embedding under the head: auto (the checkpoint's own: mean for "
                        "sentence-transformers models, else the [CLS] pooler), mean, cls, max, "
                        "mean_sqrt_len or pooler."),
     )
-    target_modules: tuple[str, ...] = field(default=BERT_TARGETS, metadata=_help("Modules to adapt."))
-    batch_size: int = field(default=16, metadata=_help("Training batch size."))
-    max_length: int = field(default=128, metadata=_help("Maximum sequence length in tokens."))
-    max_steps: int = field(default=300, metadata=_help("Step cap per run."))
+    target_modules: tuple[str, ...] = field(default=BERT_TARGETS, metadata=hint("Modules to adapt."))
+    batch_size: int = field(default=16, metadata=hint("Training batch size."))
+    max_length: int = field(default=128, metadata=hint("Maximum sequence length in tokens."))
+    max_steps: int = field(default=300, metadata=hint("Step cap per run."))
     converged_fraction: float = field(
         default=0.1,
-        metadata=_help("Converged when the final training loss is below this fraction of the "
+        metadata=hint("Converged when the final training loss is below this fraction of the "
                        "best constant prediction's loss (label variance / label entropy)."),
     )
     stop_fraction: float = field(
         default=0.01,
-        metadata=_help("Stop early when the windowed training loss is below this fraction of it."),
+        metadata=hint("Stop early when the windowed training loss is below this fraction of it."),
     )
     rel_tol: float = field(
         default=0.0,
-        metadata=_help("If > 0, also stop when the windowed loss changes by less than this fraction "
+        metadata=hint("If > 0, also stop when the windowed loss changes by less than this fraction "
                        "between consecutive windows (stalled; converged only if below "
                        "converged_fraction). Off by default: Deep LoRA's small initialisation "
                        "starts on a plateau that such a test mistakes for a stall."),
     )
-    window: int = field(default=20, metadata=_help("Window (steps) of the stopping tests."))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
-    eval_batch_size: int = field(default=64, metadata=_help("Evaluation batch size."))
+    window: int = field(default=20, metadata=hint("Window (steps) of the stopping tests."))
+    weight_decay: float = field(default=0.0, metadata=hint("AdamW weight decay."))
+    eval_batch_size: int = field(default=64, metadata=hint("Evaluation batch size."))
     max_eval: int | None = field(
         default=None,
-        metadata=_help("Evaluate on a seeded random subset of N dev examples (default: all)."),
+        metadata=hint("Evaluate on a seeded random subset of N dev examples (default: all)."),
     )
     output: str | None = field(
         default=None,
-        metadata=_help("Results file (JSON lines); None keeps results in memory."),
+        metadata=hint("Results file (JSON lines); None keeps results in memory."),
     )
     save_adapters: bool = field(
-        default=True, metadata=_help("Save each run's adapters next to the results file."),
+        default=True, metadata=hint("Save each run's adapters next to the results file."),
     )
-    progress: bool = field(default=True, metadata=_help("Show tqdm progress bars."))
+    progress: bool = field(default=True, metadata=hint("Show tqdm progress bars."))
 
     def __post_init__(self) -> None:
         for name in ("model", "data_root", "output", "train_file", "dev_file"):

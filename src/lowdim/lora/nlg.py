@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._config import hint
 from .._validation import check_int, check_positive
 from ..defaults import DEEP_LORA_LR, DEPTH, INIT_SCALE, LORA_ALPHA, LORA_GAMMA, LORA_RANK
 from .config import AdapterConfig, DeepLoRAConfig, LoRAConfig
@@ -254,25 +255,22 @@ def normalizer(tokenizer) -> Callable[[str], str]:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
 
 @dataclass
 class NLGConfig:
     """How one few-shot seq2seq run trains and decodes (defaults: seed 003 App. B and C)."""
 
-    lr: float = field(default=DEEP_LORA_LR, metadata=_help("Learning rate η of the adapters."))
-    head_lr: float = field(default=1e-3, metadata=_help("Learning rate of the modules_to_save."))
-    batch_size: int = field(default=16, metadata=_help("Training batch size (App. B: 16)."))
-    max_steps: int = field(default=300, metadata=_help("Step cap."))
-    stop_loss: float = field(default=0.05, metadata=_help(
+    lr: float = field(default=DEEP_LORA_LR, metadata=hint("Learning rate η of the adapters."))
+    head_lr: float = field(default=1e-3, metadata=hint("Learning rate of the modules_to_save."))
+    batch_size: int = field(default=16, metadata=hint("Training batch size (App. B: 16)."))
+    max_steps: int = field(default=300, metadata=hint("Step cap."))
+    stop_loss: float = field(default=0.05, metadata=hint(
         "Stop when the mean training loss (nats/token) over `window` steps is below this."))
-    window: int = field(default=10, metadata=_help("Steps averaged by the stopping test."))
-    max_source_length: int = field(default=128, metadata=_help("Source tokens kept (App. B: 128)."))
-    max_target_length: int = field(default=64, metadata=_help("Target tokens kept in training."))
-    num_beams: int = field(default=4, metadata=_help("Beam size of generation (App. B: 4)."))
-    max_new_tokens: int = field(default=64, metadata=_help("Generation length cap (App. B: 64)."))
+    window: int = field(default=10, metadata=hint("Steps averaged by the stopping test."))
+    max_source_length: int = field(default=128, metadata=hint("Source tokens kept (App. B: 128)."))
+    max_target_length: int = field(default=64, metadata=hint("Target tokens kept in training."))
+    num_beams: int = field(default=4, metadata=hint("Beam size of generation (App. B: 4)."))
+    max_new_tokens: int = field(default=64, metadata=hint("Generation length cap (App. B: 64)."))
 
     def __post_init__(self) -> None:
         check_positive("lr", self.lr)
