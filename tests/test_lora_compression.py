@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lowdim import DeepFactorization
-from lowdim.lora import DeepLoRAConfig, compress_deep_lora, param_groups, prepare_model
+from lowdim.lora import DeepLoRAConfig, compress_deep_lora, param_groups, prepare_model, widen_deep_lora
 from lowdim.lora.compression import layer_init
 from lowdim.lora.layers import DeepLoRALinear
 
@@ -232,3 +232,30 @@ def test_errors():
         compress_deep_lora(model, lambda m: m(torch.randn(3, 10)).sum(), inits={"a": bad})
     assert model.a.adapter_enabled and model.b.adapter_enabled
     assert not model.a._forward_hooks and not model.b._forward_hooks
+
+
+def test_widen_installs_the_full_width_init_that_compression_starts_from():
+    """App. D.2's original: ΔW(0) is exactly the product of the layer's ``layer_init`` factors (the
+    Θ(0) compression reads), every factor trains at the full η, and the factored singular values of
+    the k × k chain match a dense SVD."""
+    torch.manual_seed(0)
+    model = TwoLayer(10, 14, 8).double()
+    cfg = DeepLoRAConfig(rank=4, init_scale=0.5, target_modules=("a", "b"), seed=3)
+    prepare_model(model, cfg)
+    assert widen_deep_lora(model, config=cfg) == ["a", "b"]
+    for name, layer in (("a", model.a), ("b", model.b)):
+        expected = layer_init(layer, 3, name).product()
+        assert [tuple(f.shape) for f in layer.lora_factors.factors][1] == (14, 14)
+        assert torch.linalg.norm(layer.delta_weight() - expected) < 1e-12 * torch.linalg.norm(expected)
+        x = torch.randn(6, layer.in_features, dtype=torch.float64)
+        assert torch.allclose(layer(x), layer.base(x) + x @ expected.T, atol=1e-12)
+        layer.lora_factors.factors[1].data.add_(0.1 * torch.randn(14, 14, dtype=torch.float64))
+        dense = torch.linalg.svdvals(layer.delta_weight())
+        assert torch.allclose(layer.singular_values(), dense, atol=1e-12)
+        assert not layer.compressed
+    groups = param_groups(model, 1e-2)
+    assert {g["lr"] for g in groups if g["name"].startswith("lora")} == {1e-2}  # no γ at full width
+    with pytest.raises(ValueError, match="maps 10 -> 3"):
+        model.a.set_chain(DeepFactorization([10, 12, 12, 3], scale=0.1))
+    with pytest.raises(ValueError, match="no DeepLoRALinear"):
+        widen_deep_lora(TwoLayer(4, 4, 2))

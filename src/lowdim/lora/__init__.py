@@ -14,7 +14,7 @@ Or by hand: ``prepare_model``, ``compress_deep_lora``, ``torch.optim.AdamW(param
 See ``docs/deep_lora.md``.
 """
 
-from .compression import CompressionReport, compress_deep_lora
+from .compression import CompressionReport, compress_deep_lora, widen_deep_lora
 from .config import BERT_TARGETS, AdapterConfig, DeepLoRAConfig, LoRAConfig
 from .inject import (
     adapter_layers,
@@ -67,4 +67,5 @@ __all__ = [
     "register_adapter",
     "save_adapter",
     "trainable_parameter_names",
+    "widen_deep_lora",
 ]

@@ -35,7 +35,7 @@ from ..initialization import FullWidthInit, ImplicitOrthogonalInit, as_init
 from ..linalg import LinearMap, compute_dtype
 from .layers import DeepLoRALinear
 
-__all__ = ["CompressionReport", "compress_deep_lora", "layer_init"]
+__all__ = ["CompressionReport", "compress_deep_lora", "layer_init", "widen_deep_lora"]
 
 
 @dataclass
@@ -182,3 +182,23 @@ def compress_deep_lora(
     return CompressionReport(
         seconds=time.perf_counter() - start, loss=loss, layers=list(layers)
     )
+
+
+@torch.no_grad()
+def widen_deep_lora(model: nn.Module, *, config=None, seed: int | None = None) -> list[str]:
+    """Give every :class:`DeepLoRALinear` its *uncompressed* full-width chain (seed 003, eq. 12).
+
+    App. D.2's "Original": ``ΔW = W^(L)···W^(1)`` with ``k × k`` factors (``k = max(d_in, d_out)``),
+    the ε-orthogonal Θ(0) of :func:`layer_init` that :func:`compress_deep_lora` would compress
+    (same ``seed``), every factor at the full learning rate. It costs ``O(L k²)`` parameters per
+    layer, so it is a research baseline (Figs. 1 and 11), not an adapter to ship. Returns the
+    names of the widened layers.
+    """
+    if seed is None:
+        seed = getattr(config, "seed", 0)
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, DeepLoRALinear)}
+    if not layers:
+        raise ValueError("model has no DeepLoRALinear layers to widen; inject adapters first")
+    for name, layer in layers.items():
+        layer.set_chain(layer_init(layer, seed, name).to_model(torch.float64))
+    return list(layers)

@@ -42,6 +42,7 @@ from .._config import hint
 from .._io import atomic_write_json, atomic_write_text
 from ..defaults import DEEP_LORA_LR, DEPTH, INIT_SCALE, LORA_ALPHA, LORA_GAMMA, LORA_LR, LORA_RANK
 from ..dynamics import rank_from_singular_values
+from .compression import widen_deep_lora
 from .config import BERT_TARGETS, DeepLoRAConfig
 from .data import EncodedSplit, length_grouped_order, load_user_task
 from .glue import GlueSplit, TaskSpec, compute_metrics, get_task, load_split
@@ -390,11 +391,19 @@ def _broadcast(obj, acc):
     return broadcast_object_list([obj], from_process=0)[0]
 
 
-def _build(model: nn.Module, cfg: FinetuneConfig, method: str, seed: int, subset: EncodedSplit, rng):
+#: How Deep LoRA's factors start (seed 003, App. D.2): ``"compressed"`` is Deep LoRA (Sec. 4.1);
+#: ``"full"`` the uncompressed full-width factorization of eq. 12 (:func:`widen_deep_lora`;
+#: ``O(k²)`` parameters per layer, research only); ``"random"`` narrow width-r factors with random
+#: orthonormal bases and ``ε·I`` cores, never compressed.
+DEEP_VARIANTS = ("compressed", "full", "random")
+
+
+def _build(model: nn.Module, cfg: FinetuneConfig, method: str, seed: int, subset: EncodedSplit, rng,
+           variant: str = "compressed"):
     """``model`` with adapters, optimizer groups and the compression time (Deep LoRA) of one run.
 
     Every process builds the same model: the head is seeded and the Deep LoRA compression runs on
-    the same first (global) batch.
+    the same first (global) batch. ``variant`` is one of :data:`DEEP_VARIANTS`.
     """
     if method == "lora":
         model, groups = _build_lora(model, cfg)
@@ -406,14 +415,18 @@ def _build(model: nn.Module, cfg: FinetuneConfig, method: str, seed: int, subset
     model = get_deep_lora_model(model, dcfg)
     model.train()
     first = subset.batch(length_grouped_order(subset.lengths, cfg.batch_size, rng)[: cfg.batch_size])
-    report = model.compress(lambda m: _loss(m, first))
+    seconds = None
+    if variant == "compressed":
+        seconds = model.compress(lambda m: _loss(m, first)).seconds
+    elif variant == "full":
+        widen_deep_lora(model, seed=seed)
     groups = param_groups(model, cfg.deeplora_lr, head_lr=cfg.head_lr)  # γ from dcfg
-    return model, groups, report.seconds
+    return model, groups, seconds
 
 
 def _train(model, optimizer, subset: EncodedSplit, cfg: FinetuneConfig, rng, acc,
-           on_step: Callable[[int, float], None] | None, method: str, baseline: float
-           ) -> tuple[list[float], str]:
+           on_step: Callable[[int, float], None] | None, method: str, baseline: float,
+           observe: Callable[[int, nn.Module], None] | None = None) -> tuple[list[float], str]:
     """Train until the loss target, a stall or ``cfg.max_steps``; the losses are global batch means.
 
     Returns the losses and why training stopped: ``"target"`` (windowed loss below
@@ -422,6 +435,9 @@ def _train(model, optimizer, subset: EncodedSplit, cfg: FinetuneConfig, rng, acc
     """
     model.train()
     losses: list[float] = []
+    if observe is not None:
+        observe(0, model)
+        model.train()
     while True:
         order = length_grouped_order(subset.lengths, cfg.batch_size, rng)
         for batch, share in _shards(subset, cfg, order, acc):
@@ -438,6 +454,9 @@ def _train(model, optimizer, subset: EncodedSplit, cfg: FinetuneConfig, rng, acc
             losses.append(mean)
             if on_step is not None:
                 on_step(len(losses), mean)
+            if observe is not None:
+                observe(len(losses), model)
+                model.train()
             reason = _stop_reason(losses, cfg, baseline)
             if reason is not None:
                 return losses, reason
@@ -479,6 +498,8 @@ def run_one(
     on_step: Callable[[int, float], None] | None = None,
     accelerator=None,
     save_to: str | Path | None = None,
+    observe: Callable[[int, nn.Module], None] | None = None,
+    deep_variant: str = "compressed",
 ) -> dict[str, Any]:
     """Fine-tune once and return the result record (see :func:`run_finetune`).
 
@@ -487,10 +508,14 @@ def run_one(
     get the suffix ``_mismatched``).  ``save_to`` saves the trained adapters there.  With an
     ``accelerator`` of several processes, each process trains on its shard of every batch (the
     global batch stays ``cfg.batch_size``); the main process evaluates and saves, and every
-    process returns its record.
+    process returns its record. ``observe(step, model)`` is called before the first step (0) and
+    after every step (research measurements; it may evaluate, training mode is restored after it).
+    ``deep_variant`` (Deep LoRA only) is one of :data:`DEEP_VARIANTS` (App. D.2's ablation).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if deep_variant not in DEEP_VARIANTS:
+        raise ValueError(f"deep_variant must be one of {DEEP_VARIANTS}, got {deep_variant!r}")
     acc = accelerator if accelerator is not None else _OneProcess()
     train = _as_encoded(train, tokenizer, cfg)
     evals = dev if isinstance(dev, dict) else {"dev": dev}
@@ -504,11 +529,11 @@ def run_one(
     model = load_task_model(cfg.model, task.num_labels, pooling=cfg.pooling, label_mean=label_mean,
                             seed=seed)
     t0 = time.perf_counter()  # training time: adapters, compression and steps, not the loading
-    model, groups, compress_s = _build(model, cfg, method, seed, subset, rng)
+    model, groups, compress_s = _build(model, cfg, method, seed, subset, rng, deep_variant)
     for g in groups:
         g.setdefault("weight_decay", cfg.weight_decay)
     model, optimizer = acc.prepare(model, torch.optim.AdamW(groups))
-    losses, stop = _train(model, optimizer, subset, cfg, rng, acc, on_step, method, baseline)
+    losses, stop = _train(model, optimizer, subset, cfg, rng, acc, on_step, method, baseline, observe)
     train_s = time.perf_counter() - t0
     result = None
     if acc.is_main_process:

@@ -351,7 +351,7 @@ class DeepLoRALinear(AdapterLayer):
 
     @property
     def cores(self) -> list[nn.Parameter]:
-        """``[W̃_1, …, W̃_L]`` (r×r each)."""
+        """``[W̃_1, …, W̃_L]`` (r×r each): the factors between the outer ones."""
         return list(self.lora_factors.factors[1:-1])
 
     @property
@@ -360,15 +360,15 @@ class DeepLoRALinear(AdapterLayer):
         return self.lora_factors.factors[-1]
 
     def core_product(self) -> torch.Tensor:
-        """``W̃_L ··· W̃_1`` (r×r)."""
-        return self.lora_factors.product(2, self.depth + 1)
+        """``W̃_L ··· W̃_1`` (r×r), the product of :attr:`cores`."""
+        return self.lora_factors.product(2, self.lora_factors.depth - 1)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.left, self.core_product(), self.right
 
     def param_groups(self, lr: float) -> list[dict]:
         """The factorization's groups: ``"lora_outer"`` (``U``, ``Vᵀ`` at ``γ·lr``) and ``"lora"``."""
-        last = self.depth + 1
+        last = self.lora_factors.depth - 1
         groups = self.lora_factors.param_groups(lr)
         for g in groups:
             index = int(g["name"].rsplit(".", 1)[-1])
@@ -394,6 +394,22 @@ class DeepLoRALinear(AdapterLayer):
             p.copy_(f.to(p.dtype))
         self.compressed = True
         self._installed = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def set_chain(self, chain: DeepFactorization) -> None:
+        """Replace the whole chain by ``chain`` (``d_in → … → d_out``, any widths and learning-rate
+        multipliers), e.g. the uncompressed full-width factorization of eq. 12 that App. D.2 compares
+        with Deep LoRA (:func:`lowdim.lora.widen_deep_lora`). The layer then counts as not compressed.
+        """
+        if chain.dims[0] != self.in_features or chain.dims[-1] != self.out_features or chain.depth < 3:
+            raise ValueError(
+                f"the chain maps {chain.dims[0]} -> {chain.dims[-1]} with {chain.depth} factors; the layer "
+                f"needs {self.in_features} -> {self.out_features} with at least 3 (outer, core, outer)"
+            )
+        p = self.right
+        self.lora_factors = chain.to(dtype=p.dtype, device=p.device)
+        self.compressed = False
+        self._installed = None
 
     def changed_since_set(self) -> bool:
         """Whether the factors differ from those :meth:`set_factors` installed (True if unknown)."""

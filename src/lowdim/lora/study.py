@@ -132,9 +132,13 @@ def zero_training_reference(model_path: str, train: GlueSplit, dev: GlueSplit) -
     return score, f"majority class of the training split ({task.labels[majority]!r}, {task.main_metric})"
 
 
-def _main(record: dict[str, Any]) -> float:
-    value = float(record["main"])
-    return value if np.isfinite(value) else -np.inf  # a constant predictor has no correlation
+def _score(record: dict[str, Any], metric: str | None = None) -> float:
+    """The record's ``metric`` (default its main metric); a constant predictor's NaN correlation is −∞."""
+    if metric is not None and metric not in record["metrics"]:
+        raise ValueError(f"select_by={metric!r} is not a metric of task {record['task']!r}; "
+                         f"choose one of {sorted(record['metrics'])}")
+    value = float(record["main"] if metric is None else record["metrics"][metric])
+    return value if np.isfinite(value) else -np.inf
 
 
 def run_study(
@@ -144,6 +148,7 @@ def run_study(
     grid: Sequence[float] = LR_GRID,
     n_holdout: int = 500,
     selection_seed: int = 1000,
+    select_by: str | None = None,
     log: Callable[[str], None] | None = print,
     poll_seconds: float = 20.0,
 ) -> list[dict[str, Any]]:
@@ -151,7 +156,9 @@ def run_study(
 
     For each n of ``cfg.n_train`` (in order) and each method, one run per η of ``grid`` trains on
     ``n`` examples (seed ``selection_seed``) of the pool and is scored on the held-out part; the
-    best η then trains every seed of ``cfg.seeds`` (subsets of the pool, the same for both methods)
+    best η (by ``select_by``, one of the task's metrics, default its main metric: MRPC's F1 rewards
+    always answering "paraphrase", so choose it by ``"accuracy"`` there) then trains every seed of
+    ``cfg.seeds`` (subsets of the pool, the same for both methods)
     and is scored on the dev split(s).  Records (``"phase": "select"`` or ``"final"``) are appended
     to ``folder/records.jsonl``; adapters of the final runs go to ``folder/adapters``.  A rerun
     skips what is done; other settings are refused (:func:`lowdim.lora.finetune.check_settings`).
@@ -160,8 +167,10 @@ def run_study(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    check_settings(cfg, folder, {"grid": list(grid), "n_holdout": n_holdout,
-                                 "selection_seed": selection_seed})
+    extra = {"grid": list(grid), "n_holdout": n_holdout, "selection_seed": selection_seed}
+    if select_by is not None:  # absent from the settings of studies that chose by the main metric
+        extra["select_by"] = select_by
+    check_settings(cfg, folder, extra)
     path = folder / "records.jsonl"
     train, pool_data, held, evals = study_splits(cfg, n_holdout)
 
@@ -201,10 +210,10 @@ def run_study(
             time.sleep(poll_seconds)
         best = {}
         for method in cfg.methods:
-            scores = {lr: _main(sel[method, lr]) for lr in grid}
+            scores = {lr: _score(sel[method, lr], select_by) for lr in grid}
             best[method] = max(grid, key=lambda lr, s=scores: (s[lr], -lr))
             if log:
-                log(f"n={n} {method}: held-out {train.task.main_metric} by η {scores} "
+                log(f"n={n} {method}: held-out {select_by or train.task.main_metric} by η {scores} "
                     f"-> η = {best[method]:g}")
         for seed in cfg.seeds:
             for method in cfg.methods:

@@ -26,7 +26,8 @@ VERDICTS = ("held", "partly", "did not hold")
 _FIGURE_MODULES = ("lowdim.repro.seed003", "lowdim.repro.seed004", "lowdim.repro.seed000",
                    "lowdim.repro.seed000_incremental", "lowdim.repro.seed004_collapse",
                    "lowdim.repro.seed000_nonlinear", "lowdim.repro.seed002",
-                   "lowdim.repro.seed000_completion", "lowdim.repro.seed003_lora")
+                   "lowdim.repro.seed000_completion", "lowdim.repro.seed003_lora",
+                   "lowdim.repro.seed003_lora_dynamics")
 _REGISTRY: dict[str, Figure] = {}
 
 
