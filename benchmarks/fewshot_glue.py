@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--grid", type=float, nargs="+", default=[1e-5, 1e-4, 1e-3, 1e-2])
     parser.add_argument("--holdout", type=int, default=500, help="held-out training examples for η")
+    parser.add_argument("--select-by", default=None,
+                        help="held-out metric that chooses η (default the task's main metric; "
+                             "MRPC: accuracy, since its F1 rewards the majority class)")
     parser.add_argument("--head-lr", type=float, default=1e-3, help="head lr (both methods)")
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--rank", type=int, default=8,
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         records = [r for r in read_results(out / "records.jsonl") if r["n"] in args.n]
     else:
-        records = run_study(cfg, out, grid=args.grid, n_holdout=args.holdout,
+        records = run_study(cfg, out, grid=args.grid, n_holdout=args.holdout, select_by=args.select_by,
                             log=lambda s: print(s, flush=True))
     results = study_results(records)
     final = [r for r in records if r.get("phase") == "final"]

@@ -112,3 +112,19 @@ def test_003_table2_verdict_follows_time_and_memory_ratios():
     data["deeplora"]["total_bytes"] = 440 * 2**20
     assert [c.passed for c in fig.check(data, s)] == [True, False]
     fig.plot(data, s)
+
+
+def test_003_table3_verdict_follows_the_e2e_differences():
+    """benchmarks/nlg_e2e.py's 3-seed differences (docs/deep_lora.md): BLEU, ROUGE-L lower, METEOR equal."""
+    fig = get_figure("003-table3")
+    s = fig.settings("paper")
+    row = {k: [0.2, 0.03] for k in ("bleu", "rougeL", "meteor", "cider")}
+    data = {"lora": row, "deeplora": row, "copy_baseline": {k: 0.3 for k in row}, "seeds": 3,
+            "diff": {"bleu": [-0.0087, -0.0564, 0.039], "rougeL": [-0.0069, -0.0339, 0.0201],
+                     "meteor": [-0.0088, -0.0305, 0.0129]}}
+    checks = fig.check(data, s)
+    assert [c.passed for c in checks] == [False, False, True] and verdict_of(checks) == "partly"
+    assert "paper +0.033" in checks[0].measured
+    data["diff"]["bleu"][0] = data["diff"]["rougeL"][0] = 0.03
+    assert verdict_of(fig.check(data, s)) == "held"
+    fig.plot(data, s)

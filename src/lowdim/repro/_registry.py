@@ -27,7 +27,7 @@ _FIGURE_MODULES = ("lowdim.repro.seed003", "lowdim.repro.seed004", "lowdim.repro
                    "lowdim.repro.seed000_incremental", "lowdim.repro.seed004_collapse",
                    "lowdim.repro.seed000_nonlinear", "lowdim.repro.seed002",
                    "lowdim.repro.seed000_completion", "lowdim.repro.seed003_lora",
-                   "lowdim.repro.seed003_lora_dynamics")
+                   "lowdim.repro.seed003_lora_dynamics", "lowdim.repro.seed003_nlg")
 _REGISTRY: dict[str, Figure] = {}
 
 
