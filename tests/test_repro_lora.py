@@ -137,8 +137,8 @@ def test_003_table1_verdict_follows_the_task_differences():
     data = {"tasks": {"stsb": {**row, "diff": [0.02, 0.01, 0.03]},
                       "sst2": {**row, "diff": [0.01, -0.01, 0.03]},
                       "mrpc": {**row, "diff": [-0.05, -0.08, -0.02]}}}
-    checks = fig.check(data, s)  # mean -0.0067 although ahead on 2 of 3
-    assert [c.passed for c in checks] == [False, True] and "mean Deep − LoRA -0.0067" in checks[0].measured
+    checks = fig.check(data, s)  # mean -0.00667 although ahead on 2 of 3
+    assert [c.passed for c in checks] == [False, True] and "mean Deep − LoRA -0.00667" in checks[0].measured
     assert "(paper +0.018)" in checks[0].measured
     data["tasks"]["mrpc"]["diff"][0] = 0.0
     assert verdict_of(fig.check(data, s)) == "held"
