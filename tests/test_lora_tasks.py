@@ -334,3 +334,15 @@ def test_study_selects_on_held_out_training_data(tmp_path, tiny_encoder_dir):
     assert len((tmp_path / "study" / "records.jsonl").read_text().splitlines()) == 8
     with pytest.raises(ValueError, match="grid"):
         run_study(cfg, tmp_path / "study", grid=(1e-4,), n_holdout=10, log=None)
+    with pytest.raises(ValueError, match="select_by"):  # another selection metric: another study
+        run_study(cfg, tmp_path / "study", grid=(1e-3, 1e-2), n_holdout=10, log=None, select_by="spearman")
+    # η chosen by another of the task's metrics; a metric the task lacks is refused by name
+    other = run_study(cfg, tmp_path / "by_spearman", grid=(1e-3, 1e-2), n_holdout=10, log=None,
+                      select_by="spearman")
+    for m in ("lora", "deeplora"):
+        scores = {r["lr"]: r["metrics"]["spearman"] for r in other
+                  if r["phase"] == "select" and r["method"] == m}
+        assert {r["lr"] for r in other if r["phase"] == "final" and r["method"] == m} == {
+            max(scores, key=scores.get)}
+    with pytest.raises(ValueError, match="select_by='f1' is not a metric of task 'stsb'"):
+        run_study(cfg, tmp_path / "by_f1", grid=(1e-3,), n_holdout=10, log=None, select_by="f1")
