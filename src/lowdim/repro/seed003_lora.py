@@ -100,6 +100,7 @@ def _fig6_plot(data: dict, s: dict):
     ax.set(xscale="log", xlabel="training examples n", ylabel=f"{s['task']} dev {data['metric']}",
            title="few-shot fine-tuning, mean ± std over seeds")
     ax.set_xticks(ns, [str(n) for n in ns])
+    ax.minorticks_off()  # the log axis's minor labels (3×10⁰, …) would collide with these
     ax.legend(fontsize=8)
     return fig
 
@@ -219,6 +220,7 @@ def _fig8_plot(data: dict, s: dict):
     ax.set(xscale="log", xlabel="adapter rank r", ylabel=f"{s['task']} dev {data['metric']}",
            title=f"n = {s['n'][0]}: robustness to the rank, mean ± std over seeds")
     ax.set_xticks(ranks, [str(r) for r in ranks])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     return fig
 
