@@ -33,7 +33,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lowdim.lora.finetune import default_model_path
@@ -59,15 +58,6 @@ def _parse(argv):
     return p.parse_args(argv)
 
 
-def _finite(obj):
-    """``obj`` with NaN (a metric undefined for these outputs) as ``None`` (JSON ``null``)."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return None if isinstance(obj, float) and not np.isfinite(obj) else obj
-
-
 def _table(res: dict) -> str:
     rows = ["| metric | LoRA | Deep LoRA | Deep − LoRA (95 % CI) | copy baseline |", "|---|---|---|---|---|"]
     for k, (lm, ls) in res["lora"].items():
@@ -82,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
+    from lowdim._io import strict_json
     from lowdim.lora.nlg import NLGConfig
     from lowdim.lora.nlg_metrics import unavailable_metrics
     from lowdim.lora.nlg_study import copy_scores, e2e_study_splits, nlg_summary, run_nlg_study
@@ -111,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in final[:2]:
         for mr, hyp in r["samples"]:
             print(f"  {r['method']} seed {r['seed']}: {mr} -> {hyp!r}")
-    print(json.dumps(_finite({"benchmark": "nlg_e2e", "model": args.model, "n": args.n,
+    print(json.dumps(strict_json({"benchmark": "nlg_e2e", "model": args.model, "n": args.n,
                       "n_test_mrs": len(test), "grid": args.grid, "unavailable": missing,
                       "seconds": round(time.perf_counter() - start), "results": res})))
     return 0

@@ -10,6 +10,7 @@ usual permissions (``0644`` under the common umask ``022``), not ``tempfile``'s 
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import stat
@@ -69,6 +70,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf) as ``None``, so that ``json.dumps`` writes
+    standard JSON (``null``) instead of ``NaN``: e.g. a correlation of constant predictions.
+
+    Examples
+    --------
+    >>> strict_json({"a": [1.0, float("nan")], "b": float("inf")})
+    {'a': [1.0, None], 'b': None}
+    """
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._io import strict_json
 from .data import EncodedSplit
 from .finetune import (
     FinetuneConfig,
@@ -320,6 +321,6 @@ def format_results(results: dict[str, dict[str, Any]], reference: float, metric:
 
 def dumps_result_line(task: str, reference: float, results: dict[str, Any], **extra) -> str:
     """The benchmark's one JSON line."""
-    return json.dumps({"benchmark": "fewshot", "task": task, "reference": round(reference, 4),
-                       "results": results, **extra})
+    return json.dumps(strict_json({"benchmark": "fewshot", "task": task, "reference": round(reference, 4),
+                                   "results": results, **extra}))
 
