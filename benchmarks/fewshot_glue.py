@@ -55,6 +55,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the table and JSON line of the runs already in OUT; train nothing")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from lowdim.lora.glue import get_task
+
+    try:
+        metrics = get_task(args.task).metrics
+    except ValueError as err:
+        parser.error(str(err))
+    if args.select_by is not None and args.select_by not in metrics:
+        parser.error(f"--select-by {args.select_by!r} is not a metric of {args.task}; "
+                     f"choose one of {list(metrics)}")
 
     from lowdim._io import atomic_write_json
     from lowdim.lora.finetune import FinetuneConfig, load_task, read_results

@@ -25,6 +25,7 @@ import time
 import torch
 
 from lowdim.lora.finetune import default_model_path
+from lowdim.memory import saved_activation_bytes
 
 
 def _batch(vocab: int, batch: int, length: int, seed: int = 0) -> dict:
@@ -38,22 +39,7 @@ def _batch(vocab: int, batch: int, length: int, seed: int = 0) -> dict:
 
 def _training_bytes(model, optimizer, batch) -> int:
     """Parameters + grads + AdamW states + saved activations of one training step."""
-    seen: set[int] = set()
-    saved = 0
-
-    def pack(t: torch.Tensor):
-        nonlocal saved
-        try:
-            key = t.untyped_storage().data_ptr()
-        except RuntimeError:
-            return t
-        if key not in seen:
-            seen.add(key)
-            saved += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(**batch).loss
+    loss, saved = saved_activation_bytes(lambda: model(**batch).loss)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=False)

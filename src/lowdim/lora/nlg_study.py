@@ -119,7 +119,7 @@ def run_nlg_study(model_path: str, splits: E2EStudySplits, cfg: NLGConfig, *, n:
         for r in done:
             if (r["phase"], r["method"], r["seed"], r["lr"]) == (phase, method, seed, lr):
                 return r
-        rec = nlg_run(model_path, splits, method, seed, _with_lr(cfg, lr), n, phase)
+        rec = nlg_run(model_path, splits, method, seed, dataclasses.replace(cfg, lr=lr), n, phase)
         done.append(rec)
         if path is not None:
             _append_record(Path(path), rec)
@@ -140,10 +140,6 @@ def run_nlg_study(model_path: str, splits: E2EStudySplits, cfg: NLGConfig, *, n:
         if log:
             log(f"{method}: held-out loss by η {held} -> η = {best[method]:g}")
     return [run("final", m, seed, best[m]) for seed in seeds for m in NLG_METHODS]
-
-
-def _with_lr(cfg: NLGConfig, lr: float) -> NLGConfig:
-    return dataclasses.replace(cfg, lr=lr)
 
 
 def copy_scores(model_path: str, test: E2ESplit) -> dict[str, float]:

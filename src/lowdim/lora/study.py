@@ -135,9 +135,6 @@ def zero_training_reference(model_path: str, train: GlueSplit, dev: GlueSplit) -
 
 def _score(record: dict[str, Any], metric: str | None = None) -> float:
     """The record's ``metric`` (default its main metric); a constant predictor's NaN correlation is −∞."""
-    if metric is not None and metric not in record["metrics"]:
-        raise ValueError(f"select_by={metric!r} is not a metric of task {record['task']!r}; "
-                         f"choose one of {sorted(record['metrics'])}")
     value = float(record["main"] if metric is None else record["metrics"][metric])
     return value if np.isfinite(value) else -np.inf
 
@@ -166,6 +163,10 @@ def run_study(
     Several processes may work on one folder at once (each claims a run before starting it, see
     :func:`_claim`; a process waits for selection runs that another one is doing).
     """
+    train, pool_data, held, evals = study_splits(cfg, n_holdout)
+    if select_by is not None and select_by not in train.task.metrics:  # before any run or file
+        raise ValueError(f"select_by={select_by!r} is not a metric of task {train.task.name!r}; "
+                         f"choose one of {list(train.task.metrics)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     extra = {"grid": list(grid), "n_holdout": n_holdout, "selection_seed": selection_seed}
@@ -173,7 +174,6 @@ def run_study(
         extra["select_by"] = select_by
     check_settings(cfg, folder, extra)
     path = folder / "records.jsonl"
-    train, pool_data, held, evals = study_splits(cfg, n_holdout)
 
     def run(phase, method, n, seed, lr, dev, save):
         """The record of one run: done here, found in the file, or ``None`` (another process runs it)."""

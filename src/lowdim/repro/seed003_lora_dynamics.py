@@ -20,6 +20,7 @@ import torch
 
 from ..lora.finetune import eval_subset, evaluate, run_one, sample_indices
 from ..lora.layers import DeepLoRALinear
+from ..memory import saved_activation_bytes
 from ._common import fmt, subplots
 from ._registry import Check, Figure, register
 from .seed003_lora import METHODS, NAMES, PAPER, SELECTED_LR, _config, _splits
@@ -39,54 +40,49 @@ def _deep_layers(model: torch.nn.Module) -> dict[str, DeepLoRALinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, DeepLoRALinear)}
 
 
-def _run(s: dict, seed: int, variant: str, observe=None) -> dict:
-    """One Deep LoRA run of ``variant`` on the figure's STS-B subset (the η of :data:`SELECTED_LR`)."""
+def _run(s: dict, splits: tuple, seed: int, variant: str, observe=None) -> dict:
+    """One Deep LoRA run of ``variant`` on the figure's STS-B subset (the η of :data:`SELECTED_LR`);
+    ``splits`` are :func:`_splits`' tokenized splits, shared by the figure's runs."""
     cfg = dataclasses.replace(_config(s, seed), target_modules=tuple(s["targets"]),
                               deeplora_lr=s.get("full_lr", FULL_LR) if variant == "full"
                               else SELECTED_LR["deeplora"])
-    _, pool, _, evals = s["_splits"]
+    _, pool, _, evals = splits
     return run_one(cfg, "deeplora", s["n"][0], seed, train=pool, dev=evals, observe=observe,
                    deep_variant=variant)
 
 
-def _with_splits(s: dict, seed: int) -> dict:
-    return {**s, "_splits": _splits(_config(s, seed), s)}
-
-
 # ----------------------------------------------------------------------------- Fig. 1
-def _top_right(layer: DeepLoRALinear, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Singular values of ΔW and its top-``k`` right singular vectors (d_in × k), in float64."""
-    _, sv, vh = torch.linalg.svd(layer.delta_weight().detach().double(), full_matrices=False)
+def _svd(delta: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Singular values of ``delta`` and its top-``k`` right singular vectors (d_in × k)."""
+    _, sv, vh = torch.linalg.svd(delta, full_matrices=False)
     return sv, vh[:k].T
 
 
+def _delta(layer: DeepLoRALinear) -> torch.Tensor:
+    return layer.delta_weight().detach().double()
+
+
 def _fig1_compute(s: dict, seed: int, progress: bool) -> dict:
-    s = _with_splits(s, seed)
     k, every = s["top"], s["every"]
     bases: dict[int, dict[str, torch.Tensor]] = {}
+    last = {}
 
     def observe(step: int, model) -> None:
+        last["model"] = model
         if step % every == 0:
-            bases[step] = {n: _top_right(layer, k)[1] for n, layer in _deep_layers(model).items()}
+            bases[step] = {n: _svd(_delta(layer), k)[1] for n, layer in _deep_layers(model).items()}
 
-    final_model = {}
-
-    def keep(step: int, model) -> None:
-        observe(step, model)
-        final_model["m"] = model
-
-    rec = _run(s, seed, "full", keep)
-    layers = _deep_layers(final_model["m"])
-    final = {n: _top_right(layer, k) for n, layer in layers.items()}
-    delta = {n: layer.delta_weight().detach().double() for n, layer in layers.items()}
+    rec = _run(s, _splits(_config(s, seed), s), seed, "full", observe)
+    delta = {n: _delta(layer) for n, layer in _deep_layers(last["model"]).items()}
+    final = {n: _svd(d, k) for n, d in delta.items()}
     steps = sorted(bases)
     # alignment of span(V_t) with the final update: the share of ‖ΔW_final‖_F² in span(V_t) ∈ [0, 1];
     # unweighted ‖V_tᵀ V_final‖_F² / k also counts the final top-k directions beyond ΔW's numerical rank
     norm2 = {n: torch.linalg.matrix_norm(d) ** 2 for n, d in delta.items()}
     align = {n: [float(torch.linalg.matrix_norm(delta[n] @ bases[t][n]) ** 2 / norm2[n]) for t in steps]
-             for n in layers}
+             for n in delta}
     plain = {n: [float(torch.linalg.matrix_norm(bases[t][n].T @ final[n][1]) ** 2 / k) for t in steps]
-             for n in layers}
+             for n in delta}
     spectra = {n: (sv / sv[0]).tolist()[: s["spectrum"]] for n, (sv, _) in final.items()}
     energy = {n: float((sv[:k] ** 2).sum() / (sv**2).sum()) for n, (sv, _) in final.items()}
     return {"steps": steps, "alignment": align, "alignment_unweighted": plain, "spectra": spectra,
@@ -165,9 +161,9 @@ register(Figure(
 
 # ----------------------------------------------------------------------------- Fig. 11 / App. D.2
 def _fig11_compute(s: dict, seed: int, progress: bool) -> dict:
-    s = _with_splits(s, seed)
     cfg = _config(s, seed)
-    dev = eval_subset(s["_splits"][3]["dev"], cfg)
+    splits = _splits(cfg, s)
+    dev = eval_subset(splits[3]["dev"], cfg)
     out = {v: {"loss": [], "eval_steps": [], "metric": [], "steps": [], "params": []} for v in VARIANTS}
     for sd in range(seed, seed + s["seeds"]):
         for v in VARIANTS:
@@ -181,7 +177,7 @@ def _fig11_compute(s: dict, seed: int, progress: bool) -> dict:
                 if step % s["eval_every"] == 0:
                     curve[step] = evaluate(model, dev)["pearson"]
 
-            rec = _run(s, sd, v, observe)
+            rec = _run(s, splits, sd, v, observe)
             out[v]["loss"].append(rec["loss_curve"])
             out[v]["eval_steps"].append(sorted(curve))
             out[v]["metric"].append([curve[t] for t in sorted(curve)])
@@ -257,20 +253,6 @@ register(Figure(
 
 
 # ----------------------------------------------------------------------------- Table 2
-def _saved_bytes(model, batch: dict) -> int:
-    """Bytes of the tensors one forward pass saves for backward (the activation memory of a step)."""
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(**batch)
-    return total
-
-
 def _table2_compute(s: dict, seed: int, progress: bool) -> dict:
     cfg = dataclasses.replace(_config(s, seed), stop_fraction=1e-9, converged_fraction=1e-8)
     _, pool, _, evals = _splits(cfg, s)
@@ -288,7 +270,7 @@ def _table2_compute(s: dict, seed: int, progress: bool) -> dict:
                 mem["weights"] = sum(p.numel() * p.element_size() for p in model.parameters())
                 mem["trainable"] = trainable
                 mem["grads_and_adam"] = 3 * trainable
-                mem["activations"] = _saved_bytes(model, batch)
+                mem["activations"] = saved_activation_bytes(lambda: model(**batch))[1]
                 stamps.append(time.perf_counter())  # the step clock starts after this measurement
 
         run_one(cfg, m, s["n"][0], seed, train=pool, dev=evals, observe=observe)
