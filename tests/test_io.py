@@ -59,3 +59,22 @@ def test_failed_write_leaves_the_old_file(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(target, boom)
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["r.json"]
+
+
+def test_strict_json_and_saved_activation_bytes():
+    """Benchmark JSON lines stay standard JSON; saved activations count each storage once."""
+    import json
+    import math
+
+    import torch
+
+    from lowdim._io import strict_json
+    from lowdim.memory import saved_activation_bytes
+
+    line = json.dumps(strict_json({"r": {"16": [float("nan"), 0.5]}, "b": (math.inf, 1)}))
+    assert line == '{"r": {"16": [null, 0.5]}, "b": [null, 1]}'
+    x = torch.ones(10, 4, requires_grad=True)
+    y = torch.ones(10, 4, requires_grad=True)
+    out, saved = saved_activation_bytes(lambda: (x * x).sum())
+    assert saved == 10 * 4 * 4 and float(out) == 40.0  # x is saved twice, one storage
+    assert saved_activation_bytes(lambda: (x * y).sum())[1] == 2 * 10 * 4 * 4
