@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="stsb")
     parser.add_argument("--n", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--grid", type=float, nargs="+", default=[1e-5, 1e-4, 1e-3, 1e-2])
+    parser.add_argument("--grid", type=float, nargs="+", default=[1e-5, 1e-4, 1e-3, 1e-2],
+                        help="η grid of both methods, selected on held-out training data")
+    for m in ("lora", "deeplora"):
+        parser.add_argument(f"--{m}-grid", type=float, nargs="+", default=None,
+                            help=f"η grid of {m} alone (default --grid); one value fixes η (no selection)")
     parser.add_argument("--holdout", type=int, default=500, help="held-out training examples for η")
     parser.add_argument("--select-by", default=None,
                         help="held-out metric that chooses η (default the task's main metric; "
@@ -94,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         records = [r for r in read_results(out / "records.jsonl") if r["n"] in args.n]
     else:
-        records = run_study(cfg, out, grid=args.grid, n_holdout=args.holdout, select_by=args.select_by,
+        grid = args.grid
+        if args.lora_grid or args.deeplora_grid:
+            grid = {"lora": args.lora_grid or args.grid, "deeplora": args.deeplora_grid or args.grid}
+        records = run_study(cfg, out, grid=grid, n_holdout=args.holdout, select_by=args.select_by,
                             log=lambda s: print(s, flush=True))
     results = study_results(records)
     final = [r for r in records if r.get("phase") == "final"]

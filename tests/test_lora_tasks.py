@@ -346,3 +346,29 @@ def test_study_selects_on_held_out_training_data(tmp_path, tiny_encoder_dir):
             max(scores, key=scores.get)}
     with pytest.raises(ValueError, match="select_by='f1' is not a metric of task 'stsb'"):
         run_study(cfg, tmp_path / "by_f1", grid=(1e-3,), n_holdout=10, log=None, select_by="f1")
+
+
+def test_study_per_method_grids_and_fixed_lr(tmp_path, tiny_encoder_dir):
+    rng = np.random.default_rng(3)
+    root = tmp_path / "glue"
+    _write_task(root, "stsb", rng, rows=30)
+    cfg = FinetuneConfig(model=str(tiny_encoder_dir), data_root=str(root), task="stsb",
+                         n_train=(8,), seeds=(0,), max_steps=3, batch_size=4, max_length=24,
+                         progress=False)
+    records = run_study(cfg, tmp_path / "s", grid={"lora": [1e-4], "deeplora": [1e-3, 1e-2]},
+                        n_holdout=10, log=None)
+    select = [r for r in records if r["phase"] == "select"]
+    final = {r["method"]: r for r in records if r["phase"] == "final"}
+    assert {(r["method"], r["lr"]) for r in select} == {("deeplora", 1e-3), ("deeplora", 1e-2)}
+    assert final["lora"]["lr"] == 1e-4  # one value: η fixed, never selected
+    scores = {r["lr"]: r["main"] for r in select}
+    assert final["deeplora"]["lr"] == max(scores, key=scores.get)
+    settings = json.loads((tmp_path / "s" / "settings.json").read_text())["settings"]
+    assert settings["grid"] == {"lora": [1e-4], "deeplora": [1e-3, 1e-2]}
+    for bad, match in [({"lora": [1e-4]}, "one grid for every method"),
+                       ({"lora": [], "deeplora": [1e-2]}, "non-empty sequence"),
+                       ({"lora": [-1e-4], "deeplora": [1e-2]}, "positive finite"),
+                       ((float("nan"),), "positive finite")]:
+        with pytest.raises(ValueError, match=match):
+            run_study(cfg, tmp_path / "bad", grid=bad, n_holdout=10, log=None)
+    assert not (tmp_path / "bad").exists()  # refused before any file

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .._io import strict_json
+from .._validation import check_positive, fail
 from .data import EncodedSplit
 from .finetune import (
     FinetuneConfig,
@@ -40,6 +41,7 @@ from .heads import checkpoint_pooling, pool
 __all__ = [
     "LR_GRID",
     "holdout_split",
+    "method_grids",
     "paired_difference",
     "zero_training_reference",
     "run_study",
@@ -133,6 +135,26 @@ def zero_training_reference(model_path: str, train: GlueSplit, dev: GlueSplit) -
     return score, f"majority class of the training split ({task.labels[majority]!r}, {task.main_metric})"
 
 
+def method_grids(grid: Sequence[float] | Mapping[str, Sequence[float]], methods: Sequence[str]
+                 ) -> dict[str, tuple[float, ...]]:
+    """The η grid of each method: one grid for all, or ``{method: grid}``; a one-value grid fixes η.
+
+    Examples
+    --------
+    >>> method_grids({"lora": [1e-4], "deeplora": (1e-3, 1e-2)}, ["lora", "deeplora"])
+    {'lora': (0.0001,), 'deeplora': (0.001, 0.01)}
+    """
+    grids = dict(grid) if isinstance(grid, Mapping) else {m: grid for m in methods}
+    if sorted(grids) != sorted(methods):
+        raise fail("grid", f"one grid for every method of the study {sorted(methods)}", sorted(grids))
+    out = {}
+    for m, g in grids.items():
+        if isinstance(g, str | bytes) or not isinstance(g, Sequence) or not g:
+            raise fail(f"grid[{m!r}]", "a non-empty sequence of learning rates", g)
+        out[m] = tuple(check_positive(f"grid[{m!r}] learning rate", lr) for lr in g)
+    return out
+
+
 def _score(record: dict[str, Any], metric: str | None = None) -> float:
     """The record's ``metric`` (default its main metric); a constant predictor's NaN correlation is −∞."""
     value = float(record["main"] if metric is None else record["metrics"][metric])
@@ -143,7 +165,7 @@ def run_study(
     cfg: FinetuneConfig,
     folder: str | Path,
     *,
-    grid: Sequence[float] = LR_GRID,
+    grid: Sequence[float] | Mapping[str, Sequence[float]] = LR_GRID,
     n_holdout: int = 500,
     selection_seed: int = 1000,
     select_by: str | None = None,
@@ -152,9 +174,10 @@ def run_study(
 ) -> list[dict[str, Any]]:
     """Select η per (method, n) on held-out training data, then run every seed; resumable.
 
-    For each n of ``cfg.n_train`` (in order) and each method, one run per η of ``grid`` trains on
-    ``n`` examples (seed ``selection_seed``) of the pool and is scored on the held-out part; the
-    best η (by ``select_by``, one of the task's metrics, default its main metric: MRPC's F1 rewards
+    For each n of ``cfg.n_train`` (in order) and each method, one run per η of ``grid`` (one grid
+    for all methods, or ``{method: grid}``; a method whose grid holds one η skips the selection)
+    trains on ``n`` examples (seed ``selection_seed``) of the pool and is scored on the held-out
+    part; the best η (by ``select_by``, one of the task's metrics, default its main metric: MRPC's F1 rewards
     always answering "paraphrase", so choose it by ``"accuracy"`` there) then trains every seed of
     ``cfg.seeds`` (subsets of the pool, the same for both methods)
     and is scored on the dev split(s).  Records (``"phase": "select"`` or ``"final"``) are appended
@@ -163,13 +186,16 @@ def run_study(
     Several processes may work on one folder at once (each claims a run before starting it, see
     :func:`_claim`; a process waits for selection runs that another one is doing).
     """
+    grids = method_grids(grid, cfg.methods)  # validated before any data is read
     train, pool_data, held, evals = study_splits(cfg, n_holdout)
     if select_by is not None and select_by not in train.task.metrics:  # before any run or file
         raise ValueError(f"select_by={select_by!r} is not a metric of task {train.task.name!r}; "
                          f"choose one of {list(train.task.metrics)}")
+    searched = {m: g for m, g in grids.items() if len(g) > 1}  # the methods whose η is selected
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    extra = {"grid": list(grid), "n_holdout": n_holdout, "selection_seed": selection_seed}
+    extra = {"grid": {m: list(g) for m, g in grids.items()} if isinstance(grid, Mapping) else list(grid),
+             "n_holdout": n_holdout, "selection_seed": selection_seed}
     if select_by is not None:  # absent from the settings of studies that chose by the main metric
         extra["select_by"] = select_by
     check_settings(cfg, folder, extra)
@@ -199,20 +225,23 @@ def run_study(
         return rec
 
     for n in cfg.n_train:  # every selection run this process can claim, all sizes first
-        for m in cfg.methods:
-            for lr in grid:
+        for m, g in searched.items():
+            for lr in g:
                 run("select", m, n, selection_seed, lr, held, False)
     for n in cfg.n_train:
         while True:  # selection runs claimed by other processes: wait for their records
             sel = {(m, lr): run("select", m, n, selection_seed, lr, held, False)
-                   for m in cfg.methods for lr in grid}
+                   for m, g in searched.items() for lr in g}
             if all(r is not None for r in sel.values()):
                 break
             time.sleep(poll_seconds)
-        best = {}
-        for method in cfg.methods:
-            scores = {lr: _score(sel[method, lr], select_by) for lr in grid}
-            best[method] = max(grid, key=lambda lr, s=scores: (s[lr], -lr))
+        best = {m: g[0] for m, g in grids.items()}  # fixed η, or the held-out selection's
+        if log:
+            for method in grids.keys() - searched.keys():
+                log(f"n={n} {method}: η fixed at {best[method]:g} (a one-value grid: no selection)")
+        for method, g in searched.items():
+            scores = {lr: _score(sel[method, lr], select_by) for lr in g}
+            best[method] = max(g, key=lambda lr, s=scores: (s[lr], -lr))
             if log:
                 log(f"n={n} {method}: held-out {select_by or train.task.main_metric} by η {scores} "
                     f"-> η = {best[method]:g}")
