@@ -237,7 +237,7 @@ def run_study(
             time.sleep(poll_seconds)
         best = {m: g[0] for m, g in grids.items()}  # fixed η, or the held-out selection's
         if log:
-            for method in grids.keys() - searched.keys():
+            for method in (m for m in grids if m not in searched):
                 log(f"n={n} {method}: η fixed at {best[method]:g} (a one-value grid: no selection)")
         for method, g in searched.items():
             scores = {lr: _score(sel[method, lr], select_by) for lr in g}
