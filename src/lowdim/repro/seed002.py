@@ -255,7 +255,7 @@ register(Figure(
           "accuracy drops (≥ 1 point below r = 10).",
     sizes={"paper": {**_LR, "train_size": 55000, "test_size": None, "max_rounds": 50},
            "quick": {**_LR, "train_size": 8000, "test_size": 5000, "round_steps": 200, "max_rounds": 10}},
-    estimate={"quick": 100, "paper": 3600},
+    estimate={"quick": 100, "paper": 300},
     compute=_lowrank_compute, plot=_lowrank_plot, check=_lowrank_check,
     notes="benchmarks/lowrank_training.py's setting on MNIST only (the talk averages MNIST, FashionMNIST and "
           "USPS; the latter two are not available offline): MLP 784-784-784-784-10, SGD η = 0.05, "
