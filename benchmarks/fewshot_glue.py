@@ -59,15 +59,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the table and JSON line of the runs already in OUT; train nothing")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from lowdim.lora.finetune import METHODS
     from lowdim.lora.glue import get_task
+    from lowdim.lora.study import check_select_by, method_grids
 
-    try:
-        metrics = get_task(args.task).metrics
+    grid = args.grid
+    if args.lora_grid or args.deeplora_grid:
+        grid = {"lora": args.lora_grid or args.grid, "deeplora": args.deeplora_grid or args.grid}
+    try:  # wrong options: a usage error before any data is read
+        check_select_by(get_task(args.task), args.select_by)
+        method_grids(grid, METHODS)
     except ValueError as err:
         parser.error(str(err))
-    if args.select_by is not None and args.select_by not in metrics:
-        parser.error(f"--select-by {args.select_by!r} is not a metric of {args.task}; "
-                     f"choose one of {list(metrics)}")
 
     from lowdim._io import atomic_write_json
     from lowdim.lora.finetune import FinetuneConfig, load_task, read_results
@@ -98,9 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         records = [r for r in read_results(out / "records.jsonl") if r["n"] in args.n]
     else:
-        grid = args.grid
-        if args.lora_grid or args.deeplora_grid:
-            grid = {"lora": args.lora_grid or args.grid, "deeplora": args.deeplora_grid or args.grid}
         records = run_study(cfg, out, grid=grid, n_holdout=args.holdout, select_by=args.select_by,
                             log=lambda s: print(s, flush=True))
     results = study_results(records)

@@ -35,13 +35,14 @@ from .finetune import (
     read_results,
     run_one,
 )
-from .glue import GlueSplit, compute_metrics
+from .glue import GlueSplit, TaskSpec, compute_metrics
 from .heads import checkpoint_pooling, pool
 
 __all__ = [
     "LR_GRID",
     "holdout_split",
     "method_grids",
+    "check_select_by",
     "paired_difference",
     "zero_training_reference",
     "run_study",
@@ -155,10 +156,34 @@ def method_grids(grid: Sequence[float] | Mapping[str, Sequence[float]], methods:
     return out
 
 
+def check_select_by(task: TaskSpec, select_by: str | None) -> None:
+    """``ValueError`` unless ``select_by`` is ``None`` (the main metric) or one of ``task``'s metrics."""
+    if select_by is not None and select_by not in task.metrics:
+        raise ValueError(f"select_by={select_by!r} is not a metric of task {task.name!r}; "
+                         f"choose one of {list(task.metrics)}")
+
+
 def _score(record: dict[str, Any], metric: str | None = None) -> float:
     """The record's ``metric`` (default its main metric); a constant predictor's NaN correlation is −∞."""
     value = float(record["main"] if metric is None else record["metrics"][metric])
     return value if np.isfinite(value) else -np.inf
+
+
+def _best_lrs(grids: dict[str, tuple[float, ...]], sel: dict[tuple[str, float], dict[str, Any]],
+              metric: str, label: str, log: Callable[[str], None] | None) -> dict[str, float]:
+    """η per method: its one-value grid's, or the best held-out ``metric`` of its selection runs
+    ``sel`` (``{(method, η): record}``; ties go to the smaller η)."""
+    best = {}
+    for method, g in grids.items():
+        if len(g) == 1:
+            best[method], said = g[0], f"η fixed at {g[0]:g} (a one-value grid: no selection)"
+        else:
+            scores = {lr: _score(sel[method, lr], metric) for lr in g}
+            best[method] = max(g, key=lambda lr, s=scores: (s[lr], -lr))
+            said = f"held-out {metric} by η {scores} -> η = {best[method]:g}"
+        if log:
+            log(f"{label} {method}: {said}")
+    return best
 
 
 def run_study(
@@ -188,10 +213,7 @@ def run_study(
     """
     grids = method_grids(grid, cfg.methods)  # validated before any data is read
     train, pool_data, held, evals = study_splits(cfg, n_holdout)
-    if select_by is not None and select_by not in train.task.metrics:  # before any run or file
-        raise ValueError(f"select_by={select_by!r} is not a metric of task {train.task.name!r}; "
-                         f"choose one of {list(train.task.metrics)}")
-    searched = {m: g for m, g in grids.items() if len(g) > 1}  # the methods whose η is selected
+    check_select_by(train.task, select_by)  # before any run or file
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     extra = {"grid": {m: list(g) for m, g in grids.items()} if isinstance(grid, Mapping) else list(grid),
@@ -224,27 +246,17 @@ def run_study(
                 f"loss={rec['final_train_loss']:.4g}/{rec['baseline_loss']:.4g}")
         return rec
 
+    def selection(n):
+        """The selection runs at ``n`` (``None`` where another process runs one)."""
+        return {(m, lr): run("select", m, n, selection_seed, lr, held, False)
+                for m, g in grids.items() if len(g) > 1 for lr in g}
+
     for n in cfg.n_train:  # every selection run this process can claim, all sizes first
-        for m, g in searched.items():
-            for lr in g:
-                run("select", m, n, selection_seed, lr, held, False)
+        selection(n)
     for n in cfg.n_train:
-        while True:  # selection runs claimed by other processes: wait for their records
-            sel = {(m, lr): run("select", m, n, selection_seed, lr, held, False)
-                   for m, g in searched.items() for lr in g}
-            if all(r is not None for r in sel.values()):
-                break
+        while None in (sel := selection(n)).values():  # runs claimed by other processes: wait
             time.sleep(poll_seconds)
-        best = {m: g[0] for m, g in grids.items()}  # fixed η, or the held-out selection's
-        if log:
-            for method in (m for m in grids if m not in searched):
-                log(f"n={n} {method}: η fixed at {best[method]:g} (a one-value grid: no selection)")
-        for method, g in searched.items():
-            scores = {lr: _score(sel[method, lr], select_by) for lr in g}
-            best[method] = max(g, key=lambda lr, s=scores: (s[lr], -lr))
-            if log:
-                log(f"n={n} {method}: held-out {select_by or train.task.main_metric} by η {scores} "
-                    f"-> η = {best[method]:g}")
+        best = _best_lrs(grids, sel, select_by or train.task.main_metric, f"n={n}", log)
         for seed in cfg.seeds:
             for method in cfg.methods:
                 run("final", method, n, seed, best[method], evals, cfg.save_adapters)
