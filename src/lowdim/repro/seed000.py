@@ -348,7 +348,7 @@ register(Figure(
         "quick": dict(d=50, rank=4, fraction=0.3, depth=3, scale=1e-3, rank_hat=8, lr=0.2,
                       alphas=[0.5, 1.0, 2.0, 4.0], max_iter=16000, target_error=1e-4, eval_every=20),
     },
-    estimate={"quick": 100, "paper": 1800},
+    estimate={"quick": 100, "paper": 400},
     compute=_fig15_compute, plot=_fig15_plot, check=_fig15_check,
     notes="Synthetic completion of seed 000 Sec. 4.1 (d = 100, rank 10, r̂ = 20, 30% observed), α from 0.5 to "
           "10 in steps of 0.25; lowdim's step is 0.2/p at σ_max = 1 (the paper's η = 10 is for an unstated "
