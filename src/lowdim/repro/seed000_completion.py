@@ -286,7 +286,7 @@ register(Figure(
             movielens=dict(top=200, rank_hat=10, depth=3, scale=0.1, lr=0.2, alpha=5.0, max_iter=1500,
                            eval_every=15, altmin_iters=[1, 2, 3, 5, 8, 12, 20, 30])),
     },
-    estimate={"quick": 50, "paper": 4500},
+    estimate={"quick": 50, "paper": 2000},
     compute=_fig6_compute, plot=_fig6_plot, check=_fig6_check,
     notes=("Synthetic: seed 000 Sec. 4.1 (d = 100, r = 10, 30% observed, r̂ = 20, L = 3, ε = 1e-3) "
            "with σ_max = 1, step 0.3/p and α = 2 (the paper's η = 10, α = 5 are for an unstated "
