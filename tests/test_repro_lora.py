@@ -139,7 +139,9 @@ def test_003_table1_verdict_follows_the_task_differences():
                       "mrpc": {**row, "diff": [-0.05, -0.08, -0.02]}}}
     checks = fig.check(data, s)  # mean -0.00667 although ahead on 2 of 3
     assert [c.passed for c in checks] == [False, True] and "mean Deep − LoRA -0.00667" in checks[0].measured
-    assert "(paper +0.018)" in checks[0].measured
+    assert "(paper +0.018)" in checks[0].measured and "stsb: 0.02 [0.01, 0.03]" in checks[0].measured
+    data["tasks"]["sst2"]["diff"] = [0.01, float("nan"), float("nan")]  # one seed: no interval
+    assert "sst2: 0.01 (one seed: no interval)" in fig.check(data, s)[0].measured
     data["tasks"]["mrpc"]["diff"] = [0.0, -0.03, 0.03]
     assert verdict_of(fig.check(data, s)) == "held"
     fig.plot(data, s)

@@ -42,6 +42,13 @@ def fmt(x: float | None) -> str:
     return f"{x:.3g}" if math.isfinite(x) else str(x)
 
 
+def fmt_diff(d: list | tuple) -> str:
+    """A paired difference ``(mean, low, high)`` with its 95% interval; one seed has none."""
+    if not all(math.isfinite(x) for x in d[1:]):
+        return f"{fmt(d[0])} (one seed: no interval)"
+    return f"{fmt(d[0])} [{fmt(d[1])}, {fmt(d[2])}]"
+
+
 def run_recorded(
     model: DeepFactorization,
     op: MeasurementOperator,

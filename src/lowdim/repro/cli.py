@@ -61,6 +61,15 @@ def _list(out: Path) -> int:
     return 0
 
 
+def _quiet_transformers() -> None:
+    """Hide ``transformers``' own progress bars (one per checkpoint load) where lowdim's are off."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # the figures that need it say so when they run
+        return
+    hf_logging.disable_progress_bar()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``lowdim repro`` (returns the exit code)."""
     import torch
@@ -83,10 +92,12 @@ def run(args: argparse.Namespace) -> int:
         ids = args.ids
     for fig_id in ids:
         get_figure(fig_id).settings(args.size)  # unknown ids and sizes fail before anything runs
+    progress = not args.no_progress and sys.stderr.isatty()
+    if not progress:
+        _quiet_transformers()
     start = time.perf_counter()
     for fig_id in ids:
-        rec = run_figure(fig_id, size=args.size, out=out, seed=args.seed, force=args.force,
-                         progress=not args.no_progress and sys.stderr.isatty())
+        rec = run_figure(fig_id, size=args.size, out=out, seed=args.seed, force=args.force, progress=progress)
         how = "reused (settings and code unchanged)" if rec["reused"] else f"{rec['seconds']:.1f} s"
         print(f"{fig_id:15s} {rec['verdict']:13s} {how}", flush=True)
         for c in rec["checks"]:

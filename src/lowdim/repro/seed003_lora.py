@@ -21,7 +21,7 @@ from ..defaults import LORA_RANK
 from ..lora.finetune import FinetuneConfig, default_glue_root, default_model_path, eval_subset, run_one
 from ..lora.glue import get_task
 from ..lora.study import run_study, study_results, study_splits, zero_training_reference
-from ._common import fmt, subplots
+from ._common import fmt, fmt_diff, subplots
 from ._registry import Check, Figure, register
 
 PAPER = "003 (Yaras et al., compressible dynamics)"
@@ -109,7 +109,7 @@ def _fig6_check(data: dict, s: dict) -> list[Check]:
     res = data["results"]
     diffs = {n: row["diff"] for n, row in res.items()}
     ahead = {n: d[0] > 0 for n, d in diffs.items()}
-    text = "; ".join(f"n = {n}: {fmt(d[0])} [{fmt(d[1])}, {fmt(d[2])}]" for n, d in diffs.items())
+    text = "; ".join(f"n = {n}: {fmt_diff(d)}" for n, d in diffs.items())
     smallest = min(res, key=int)
     return [
         Check("Deep LoRA's mean metric is above LoRA's at every n (paired over the same subsets)",
@@ -131,7 +131,7 @@ register(Figure(
         "quick": dict(task="stsb", n=[16, 64], seeds=2, max_steps=20, max_eval=100),
         "test": dict(task="stsb", n=[8, 16], seeds=1, max_steps=2, max_eval=16),
     },
-    estimate={"quick": 150, "paper": 14400},
+    estimate={"quick": 100, "paper": 14400},
     compute=_fig6_compute, plot=_fig6_plot, check=_fig6_check,
     notes="MiniLM-L6 (22 M parameters) instead of the paper's RoBERTa-base, adapter rank 8 for both methods. "
           "The paper size is benchmarks/fewshot_glue.py's protocol (η selected on held-out training pairs); "
@@ -254,7 +254,7 @@ register(Figure(
         "quick": dict(task="stsb", n=[16], ranks=[2, 8, 32], seeds=1, max_steps=20, max_eval=100),
         "test": dict(task="stsb", n=[8], ranks=[2, 4], seeds=1, max_steps=2, max_eval=16),
     },
-    estimate={"quick": 150, "paper": 7200},
+    estimate={"quick": 110, "paper": 7200},
     compute=_fig8_compute, plot=_fig8_plot, check=_fig8_check,
     notes="Ranks {2, 4, 8, 16, 32}: the paper's r = 1 is impossible for lowdim's Deep LoRA, whose "
           "compression takes r/2 directions from each of two gradient blocks (r even). Every rank uses the η "
@@ -295,7 +295,7 @@ def _table1_plot(data: dict, s: dict):
 def _table1_check(data: dict, s: dict) -> list[Check]:
     diffs = {t: row["diff"] for t, row in data["tasks"].items()}
     mean = float(np.mean([d[0] for d in diffs.values()]))
-    text = "; ".join(f"{t}: {fmt(d[0])} [{fmt(d[1])}, {fmt(d[2])}] (paper +{TABLE1_PAPER[t]:g})"
+    text = "; ".join(f"{t}: {fmt_diff(d)} (paper +{TABLE1_PAPER[t]:g})"
                      for t, d in diffs.items())
     ahead = sum(d[0] > 0 for d in diffs.values())
     return [
@@ -318,7 +318,7 @@ register(Figure(
         "quick": dict(tasks=["sst2", "mrpc"], n=[1024], seeds=1, max_steps=60, max_eval=200, lr=PAPER_LR),
         "test": dict(tasks=["mrpc"], n=[32], seeds=1, max_steps=2, max_eval=16, lr=PAPER_LR),
     },
-    estimate={"quick": 240, "paper": 200000},
+    estimate={"quick": 110, "paper": 200000},
     compute=_table1_compute, plot=_table1_plot, check=_table1_check,
     notes="Only STS-B, SST-2 and MRPC of GLUE are in ../shared/data/glue (the other six are read by the "
           "same code from a GLUE folder). MiniLM-L6 at the η of App. B (LoRA 1e-4, Deep LoRA 1e-2, which the "

@@ -146,7 +146,7 @@ register(Figure(
         "test": dict(task="stsb", n=[8], seeds=1, max_steps=3, max_eval=16, top=8, every=1, spectrum=16,
                      targets=["query"]),
     },
-    estimate={"quick": 120, "paper": 1000},
+    estimate={"quick": 70, "paper": 1000},
     compute=_fig1_compute, plot=_fig1_plot, check=_fig1_check,
     notes=f"MiniLM-L6 instead of BERT-base. The original's factors are k × k (k = max(d_in, d_out)), which "
           f"on one CPU core costs several seconds per step with every layer adapted, so quick adapts query "
@@ -242,7 +242,7 @@ register(Figure(
                       targets=["query", "value"]),
         "test": dict(task="stsb", n=[8], seeds=1, max_steps=3, max_eval=16, eval_every=1, targets=["query"]),
     },
-    estimate={"quick": 300, "paper": 7200},
+    estimate={"quick": 180, "paper": 4200},
     compute=_fig11_compute, plot=_fig11_plot, check=_fig11_check,
     notes=f"MiniLM-L6 instead of BERT-base. A run stops at the loss target (windowed loss below 1% of the "
           f"constant prediction's) or the step cap. Deep LoRA and random narrow at η = 1e-2, the original at"
@@ -317,7 +317,7 @@ register(Figure(
         "quick": dict(task="stsb", n=[16], seeds=1, max_steps=25, warmup=5, max_eval=16),
         "test": dict(task="stsb", n=[16], seeds=1, max_steps=4, warmup=1, max_eval=16),
     },
-    estimate={"quick": 60, "paper": 150},
+    estimate={"quick": 40, "paper": 150},
     compute=_table2_compute, plot=_table2_plot, check=_table2_check,
     notes="One CPU thread and MiniLM-L6 (the paper: one V100 and BERT-base), batch 16, every attention and "
           "feed-forward weight adapted. Step time is the median over the steps after the warm-up, measured "

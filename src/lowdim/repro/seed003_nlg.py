@@ -14,7 +14,7 @@ import numpy as np
 from ..lora.finetune import default_model_path
 from ..lora.nlg import NLGConfig, e2e_file
 from ..lora.nlg_study import NLG_METHODS, copy_scores, e2e_study_splits, nlg_summary, run_nlg_study
-from ._common import fmt, subplots
+from ._common import fmt_diff, subplots
 from ._registry import Check, Figure, register
 from .seed003_lora import NAMES, PAPER
 
@@ -63,7 +63,7 @@ def _table3_check(data: dict, s: dict) -> list[Check]:
     d = data["diff"]
 
     def said(k: str) -> str:
-        return f"{fmt(d[k][0])} [{fmt(d[k][1])}, {fmt(d[k][2])}] (paper {PAPER_DIFF[k]:+g})"
+        return f"{fmt_diff(d[k])} (paper {PAPER_DIFF[k]:+g})"
 
     return [
         Check("Deep LoRA's mean BLEU is above LoRA's", d["bleu"][0] > 0, f"Deep − LoRA BLEU {said('bleu')}"),
@@ -85,7 +85,7 @@ register(Figure(
         "quick": dict(n=16, seeds=1, max_steps=80, stop_loss=0.1, holdout=64, n_test=20),
         "test": dict(n=4, seeds=1, max_steps=2, stop_loss=0.1, holdout=8, n_test=3),
     },
-    estimate={"quick": 360, "paper": 6000},
+    estimate={"quick": 190, "paper": 6000},
     compute=_table3_compute, plot=_table3_plot, check=_table3_check,
     notes="MiniLM-L6 warm-started as an encoder–decoder (BERT2BERT: new cross-attention and LM-head "
           "transform trained in full beside the adapters) instead of T5-base, which cannot be "
