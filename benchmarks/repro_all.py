@@ -4,7 +4,7 @@ Runs ``lowdim repro all`` (quick size by default) into ``--out`` with one torch 
 figure's verdict and checks, writes ``OUT/report.html`` and ``OUT/report.md``, and ends with
 ``{"benchmark": "repro", "size": ..., "figures": {"003-fig2": {"verdict": ..., "seconds": ...}, ...}}``.
 Figures whose settings and code are unchanged since the last run in ``--out`` are reused (their
-recorded seconds are reported) unless ``--force``.
+recorded seconds and torch threads are reported) unless ``--force``.
 
 Usage: ``python benchmarks/repro_all.py [--size quick|paper] [--out repro-quick] [--only ID ...]``.
 """
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     for fig_id in args.only or list(registry()):
         rec = run_figure(fig_id, size=args.size, out=out, seed=args.seed, force=args.force,
                          progress=sys.stderr.isatty())
-        figures[fig_id] = {"verdict": rec["verdict"], "seconds": rec["seconds"], "reused": rec["reused"]}
+        figures[fig_id] = {"verdict": rec["verdict"], "seconds": rec["seconds"], "reused": rec["reused"],
+                           "threads": int(rec["versions"]["torch_threads"])}  # of the run that computed it
         print(f"{fig_id:10s} {rec['verdict']:13s} {rec['seconds']:8.1f} s", flush=True)
         for c in rec["checks"]:
             print(f"    {'✔' if c['passed'] else '✘'} {c['name']}: {c['measured']}", flush=True)
