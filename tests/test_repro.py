@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import math
 import os
 
 import pytest
 
 from lowdim.cli import main
 from lowdim.repro import Check, code_version, get_figure, registry, run_figure, verdict_of, write_report
+from lowdim.repro._registry import _REGISTRY
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +102,21 @@ def test_outputs_and_report(results):
     assert page.count("data:image/png;base64,") == len(recs)
     for fig_id in recs:
         assert f'id="{fig_id}"' in page and f"{fig_id}/{fig_id}.png" in md.read_text()
+
+
+def test_stored_json_is_standard(tmp_path, monkeypatch):
+    """NaN and inf in a figure's numbers are stored as null: the JSON parses without extensions."""
+    fig = get_figure("004-fig3")
+
+    def compute(s, seed, progress):
+        return {**fig.compute(s, seed, progress), "interval": [0.5, float("nan"), float("inf")]}
+
+    monkeypatch.setitem(_REGISTRY, fig.id, dataclasses.replace(fig, compute=compute))
+    rec = run_figure(fig.id, size="test", out=tmp_path)
+    assert rec["data"]["interval"][0] == 0.5 and math.isnan(rec["data"]["interval"][1])  # in memory
+    text = (tmp_path / fig.id / f"{fig.id}.json").read_text()
+    stored = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert stored["data"]["interval"] == [0.5, None, None] and stored["verdict"] == rec["verdict"]
 
 
 def test_rerun_is_skipped_unless_changed_or_forced(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import secrets
 import stat
@@ -85,7 +86,8 @@ def strict_json(obj: Any) -> Any:
         return {k: strict_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [strict_json(v) for v in obj]
-    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+    inexact = isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral)  # also numpy floats
+    return None if inexact and not math.isfinite(obj) else obj
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

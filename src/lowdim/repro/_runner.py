@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_savefig, atomic_write_json
+from .._io import atomic_savefig, atomic_write_json, strict_json
 from ._registry import Figure, get_figure, verdict_of
 
 __all__ = ["code_version", "load_result", "result_paths", "run_figure", "software_versions"]
@@ -161,5 +161,5 @@ def run_figure(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": data,
     }
-    atomic_write_json(path, record)
+    atomic_write_json(path, strict_json(record))  # NaN / inf (e.g. a one-seed interval) as null
     return {**record, "reused": False}
