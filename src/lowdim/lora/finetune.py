@@ -30,6 +30,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ __all__ = [
     "load_task",
     "baseline_loss",
     "run_one",
+    "step_progress",
     "run_finetune",
     "evaluate",
     "settings_hash",
@@ -720,21 +722,29 @@ def _runs(cfg: FinetuneConfig, todo, train: EncodedSplit, evals, acc, out: Path 
     bar = tqdm(todo, desc=f"{train.task.name} runs", disable=not show)
     for n, seed, method in bar:
         bar.set_postfix(n=n, seed=seed, method=method)
-        step_bar = tqdm(total=cfg.max_steps, desc=f"{method} n={n} seed={seed}", leave=False,
-                        disable=not show)
-
-        def on_step(step: int, loss: float, _bar=step_bar) -> None:
-            _bar.update(1)
-            _bar.set_postfix(loss=f"{loss:.4f}")
-
         save_to = None
         if out is not None and cfg.save_adapters:
             save_to = adapter_dir(out.parent, train.task.name, method, n, seed)
-        record = run_one(cfg, method, n, seed, train=train, dev=evals, on_step=on_step,
-                         accelerator=acc, save_to=save_to)
-        step_bar.close()
+        with step_progress(f"{method} n={n} seed={seed}", cfg.max_steps, show) as on_step:
+            record = run_one(cfg, method, n, seed, train=train, dev=evals, on_step=on_step,
+                             accelerator=acc, save_to=save_to)
         record["adapters"] = None if save_to is None else str(save_to)
         yield record
+
+
+@contextmanager
+def step_progress(desc: str, total: int, show: bool = True) -> Iterator[Callable[[int, float], None]]:
+    """A ``tqdm`` bar over one run's training steps (hidden unless ``show``); yields the
+    ``on_step(step, loss)`` hook of :func:`run_one` that advances it and shows the loss."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, leave=False, disable=not show) as bar:
+
+        def on_step(step: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        yield on_step
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[int, dict[str, tuple[float, float, int]]]:

@@ -16,9 +16,17 @@ import tempfile
 from collections import Counter
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..defaults import LORA_RANK
-from ..lora.finetune import FinetuneConfig, default_glue_root, default_model_path, eval_subset, run_one
+from ..lora.finetune import (
+    FinetuneConfig,
+    default_glue_root,
+    default_model_path,
+    eval_subset,
+    run_one,
+    step_progress,
+)
 from ..lora.glue import get_task
 from ..lora.study import run_study, study_results, study_splits, zero_training_reference
 from ._common import fmt, fmt_diff, subplots
@@ -33,7 +41,7 @@ NAMES = {"lora": "LoRA (peft)", "deeplora": "Deep LoRA"}
 SELECTED_LR = {"lora": 1e-3, "deeplora": 1e-2}
 
 
-def _config(s: dict, seed: int) -> FinetuneConfig:
+def _config(s: dict, seed: int, progress: bool = False) -> FinetuneConfig:
     model = default_model_path()
     if model is None:
         raise FileNotFoundError("this figure fine-tunes the local all-MiniLM-L6-v2 checkpoint, which is not "
@@ -42,7 +50,7 @@ def _config(s: dict, seed: int) -> FinetuneConfig:
         model=model, data_root=default_glue_root(), task=s["task"], n_train=tuple(s["n"]),
         seeds=tuple(range(seed, seed + s["seeds"])), max_steps=s["max_steps"], max_eval=s["max_eval"],
         lora_lr=s.get("lr", SELECTED_LR)["lora"], deeplora_lr=s.get("lr", SELECTED_LR)["deeplora"],
-        progress=False, save_adapters=False, rank=s.get("rank", LORA_RANK),
+        progress=progress, save_adapters=False, rank=s.get("rank", LORA_RANK),
     )
 
 
@@ -55,16 +63,17 @@ def _splits(cfg: FinetuneConfig, s: dict) -> tuple:
                                 "../shared/data/glue)") from err
 
 
-def few_shot_records(s: dict, seed: int, reference: bool = True, splits: tuple | None = None
-                     ) -> tuple[list[dict], float | None, str]:
+def few_shot_records(s: dict, seed: int, reference: bool = True, splits: tuple | None = None,
+                     progress: bool = False) -> tuple[list[dict], float | None, str]:
     """``(final run records, zero-training reference, what it is)`` of the study ``s`` describes
     (the reference only with ``reference``: it embeds the whole dev split).
 
     With ``s["grid"]`` η is selected per method and n on ``s["holdout"]`` held-out training examples
     (:func:`run_study`); without it every run uses :data:`SELECTED_LR`. ``splits`` reuses the
     tokenized splits of an earlier call (:func:`_splits`; they do not depend on the adapter rank).
+    ``progress`` shows bars over the runs and over each run's steps.
     """
-    cfg = _config(s, seed)
+    cfg = _config(s, seed, progress)
     train, pool, _, evals = splits if splits is not None else _splits(cfg, s)
     dev = eval_subset(evals["dev"], cfg)  # the dev examples the runs are scored on
     ref, what = (zero_training_reference(cfg.model, train.split, dev.split) if reference
@@ -73,14 +82,17 @@ def few_shot_records(s: dict, seed: int, reference: bool = True, splits: tuple |
         with tempfile.TemporaryDirectory() as folder:
             records = run_study(cfg, folder, grid=s["grid"], n_holdout=s["holdout"], log=None)
         return [r for r in records if r.get("phase") == "final"], ref, what
-    records = [run_one(cfg, m, n, sd, train=pool, dev=evals)
-               for n in cfg.n_train for sd in cfg.seeds for m in METHODS]
+    runs = [(n, sd, m) for n in cfg.n_train for sd in cfg.seeds for m in METHODS]
+    records = []
+    for n, sd, m in tqdm(runs, desc=f"{s['task']} runs", disable=not progress):
+        with step_progress(f"{m} n={n} seed={sd}", cfg.max_steps, progress) as on_step:
+            records.append(run_one(cfg, m, n, sd, train=pool, dev=evals, on_step=on_step))
     return records, ref, what
 
 
 # ----------------------------------------------------------------------------- Fig. 6
 def _fig6_compute(s: dict, seed: int, progress: bool) -> dict:
-    records, reference, what = few_shot_records(s, seed)
+    records, reference, what = few_shot_records(s, seed, progress=progress)
     return {"results": study_results(records), "reference": reference, "reference_kind": what,
             "metric": get_task(s["task"]).main_metric,
             "per_seed": {m: {str(n): [r["main"] for r in records if r["method"] == m and r["n"] == n]
@@ -143,7 +155,7 @@ register(Figure(
 
 # ----------------------------------------------------------------------------- Fig. 7
 def _fig7_compute(s: dict, seed: int, progress: bool) -> dict:
-    records, _, _ = few_shot_records(s, seed, reference=False)
+    records, _, _ = few_shot_records(s, seed, reference=False, progress=progress)
     n = max(s["n"])
     hist = {m: Counter(k for r in records if r["method"] == m and r["n"] == n for k in r["ranks"])
             for m in METHODS}
@@ -202,7 +214,8 @@ def _fig8_compute(s: dict, seed: int, progress: bool) -> dict:
     out: dict = {"ranks": s["ranks"], "scores": {m: [] for m in METHODS}}
     splits = _splits(_config(s, seed), s)
     for r in s["ranks"]:
-        records, _, _ = few_shot_records({**s, "rank": r}, seed, reference=False, splits=splits)
+        records, _, _ = few_shot_records({**s, "rank": r}, seed, reference=False, splits=splits,
+                                         progress=progress)
         for m in METHODS:
             out["scores"][m].append([float(x["main"]) for x in records if x["method"] == m])
     out["metric"] = get_task(s["task"]).main_metric
@@ -274,7 +287,7 @@ PAPER_LR = {"lora": 1e-4, "deeplora": 1e-2}
 def _table1_compute(s: dict, seed: int, progress: bool) -> dict:
     out: dict = {"tasks": {}}
     for task in s["tasks"]:
-        records, _, _ = few_shot_records({**s, "task": task}, seed, reference=False)
+        records, _, _ = few_shot_records({**s, "task": task}, seed, reference=False, progress=progress)
         row = study_results(records)[str(s["n"][0])]
         out["tasks"][task] = {**row, "metric": get_task(task).main_metric}
     return out

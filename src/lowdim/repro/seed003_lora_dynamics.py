@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from ..lora.finetune import eval_subset, evaluate, run_one, sample_indices
+from ..lora.finetune import eval_subset, evaluate, run_one, sample_indices, step_progress
 from ..lora.layers import DeepLoRALinear
 from ..memory import saved_activation_bytes
 from ._common import fmt, subplots
@@ -40,15 +40,17 @@ def _deep_layers(model: torch.nn.Module) -> dict[str, DeepLoRALinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, DeepLoRALinear)}
 
 
-def _run(s: dict, splits: tuple, seed: int, variant: str, observe=None) -> dict:
+def _run(s: dict, splits: tuple, seed: int, variant: str, observe=None, progress: bool = False) -> dict:
     """One Deep LoRA run of ``variant`` on the figure's STS-B subset (the η of :data:`SELECTED_LR`);
-    ``splits`` are :func:`_splits`' tokenized splits, shared by the figure's runs."""
+    ``splits`` are :func:`_splits`' tokenized splits, shared by the figure's runs; ``progress`` shows a
+    bar over its steps."""
     cfg = dataclasses.replace(_config(s, seed), target_modules=tuple(s["targets"]),
                               deeplora_lr=s.get("full_lr", FULL_LR) if variant == "full"
                               else SELECTED_LR["deeplora"])
     _, pool, _, evals = splits
-    return run_one(cfg, "deeplora", s["n"][0], seed, train=pool, dev=evals, observe=observe,
-                   deep_variant=variant)
+    with step_progress(f"{variant} seed={seed}", cfg.max_steps, progress) as on_step:
+        return run_one(cfg, "deeplora", s["n"][0], seed, train=pool, dev=evals, observe=observe,
+                       deep_variant=variant, on_step=on_step)
 
 
 # ----------------------------------------------------------------------------- Fig. 1
@@ -72,7 +74,7 @@ def _fig1_compute(s: dict, seed: int, progress: bool) -> dict:
         if step % every == 0:
             bases[step] = {n: _svd(_delta(layer), k)[1] for n, layer in _deep_layers(model).items()}
 
-    rec = _run(s, _splits(_config(s, seed), s), seed, "full", observe)
+    rec = _run(s, _splits(_config(s, seed), s), seed, "full", observe, progress)
     delta = {n: _delta(layer) for n, layer in _deep_layers(last["model"]).items()}
     final = {n: _svd(d, k) for n, d in delta.items()}
     steps = sorted(bases)
@@ -177,7 +179,7 @@ def _fig11_compute(s: dict, seed: int, progress: bool) -> dict:
                 if step % s["eval_every"] == 0:
                     curve[step] = evaluate(model, dev)["pearson"]
 
-            rec = _run(s, splits, sd, v, observe)
+            rec = _run(s, splits, sd, v, observe, progress)
             out[v]["loss"].append(rec["loss_curve"])
             out[v]["eval_steps"].append(sorted(curve))
             out[v]["metric"].append([curve[t] for t in sorted(curve)])

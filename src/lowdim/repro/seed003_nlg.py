@@ -38,7 +38,7 @@ def _table3_compute(s: dict, seed: int, progress: bool) -> dict:
     splits = e2e_study_splits(root, s["holdout"], s["n_test"])
     cfg = NLGConfig(max_steps=s["max_steps"], stop_loss=s["stop_loss"])
     final = run_nlg_study(model, splits, cfg, n=s["n"], seeds=range(seed, seed + s["seeds"]),
-                          grid=s.get("grid") or SELECTED_LR, log=None)
+                          grid=s.get("grid") or SELECTED_LR, log=print if progress else None)
     res = nlg_summary(final, copy_scores(model, splits.test))
     res["samples"] = {r["method"]: r["samples"] for r in final if r["seed"] == seed}
     return res
