@@ -19,6 +19,7 @@ import time
 import torch
 
 from lowdim.repro import registry, run_figure, write_report
+from lowdim.repro.cli import quiet_transformers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,11 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = args.out or f"repro-{args.size}"
+    progress = sys.stderr.isatty()
+    if not progress:
+        quiet_transformers()
     figures = {}
     start = time.perf_counter()
     for fig_id in args.only or list(registry()):
-        rec = run_figure(fig_id, size=args.size, out=out, seed=args.seed, force=args.force,
-                         progress=sys.stderr.isatty())
+        rec = run_figure(fig_id, size=args.size, out=out, seed=args.seed, force=args.force, progress=progress)
         figures[fig_id] = {"verdict": rec["verdict"], "seconds": rec["seconds"], "reused": rec["reused"],
                            "threads": int(rec["versions"]["torch_threads"])}  # of the run that computed it
         print(f"{fig_id:10s} {rec['verdict']:13s} {rec['seconds']:8.1f} s", flush=True)

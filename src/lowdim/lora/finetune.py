@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +60,7 @@ __all__ = [
     "load_task",
     "baseline_loss",
     "run_one",
+    "run_each",
     "step_progress",
     "run_finetune",
     "evaluate",
@@ -700,7 +701,7 @@ def run_finetune(
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     train = EncodedSplit.encode(train_split, tokenizer, cfg.max_length)
     evals = {k: EncodedSplit.encode(v, tokenizer, cfg.max_length) for k, v in eval_splits.items()}
-    for record in _runs(cfg, todo, train, evals, acc, out):
+    for record in run_each(cfg, todo, train, evals, acc, out):
         record["settings_hash"] = digest
         records.append(record)
         if out is not None and acc.is_main_process:
@@ -713,11 +714,14 @@ def run_finetune(
     return [r for r in records if r["task"] == task.name]
 
 
-def _runs(cfg: FinetuneConfig, todo, train: EncodedSplit, evals, acc, out: Path | None
-          ) -> Iterator[dict[str, Any]]:
-    """The records of the runs ``todo`` (with progress bars in the main process)."""
+def run_each(cfg: FinetuneConfig, todo: Sequence[tuple[int, int, str]], train: EncodedSplit, evals,
+             accelerator=None, out: Path | None = None) -> Iterator[dict[str, Any]]:
+    """:func:`run_one`'s record for each ``(n, seed, method)`` of ``todo``, in order, with progress
+    bars over the runs and each run's steps where ``cfg.progress`` (main process only); ``out``
+    (a results file) places saved adapters beside it."""
     from tqdm.auto import tqdm
 
+    acc = accelerator if accelerator is not None else _OneProcess()
     show = cfg.progress and acc.is_main_process
     bar = tqdm(todo, desc=f"{train.task.name} runs", disable=not show)
     for n, seed, method in bar:

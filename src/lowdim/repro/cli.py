@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["register", "run"]
+__all__ = ["quiet_transformers", "register", "run"]
 
 DEFAULT_OUT = "lowdim-repro"
 
@@ -61,7 +61,7 @@ def _list(out: Path) -> int:
     return 0
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """Hide ``transformers``' own progress bars (one per checkpoint load) where lowdim's are off."""
     try:
         from transformers.utils import logging as hf_logging
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         get_figure(fig_id).settings(args.size)  # unknown ids and sizes fail before anything runs
     progress = not args.no_progress and sys.stderr.isatty()
     if not progress:
-        _quiet_transformers()
+        quiet_transformers()
     start = time.perf_counter()
     for fig_id in ids:
         rec = run_figure(fig_id, size=args.size, out=out, seed=args.seed, force=args.force, progress=progress)

@@ -16,17 +16,9 @@ import tempfile
 from collections import Counter
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..defaults import LORA_RANK
-from ..lora.finetune import (
-    FinetuneConfig,
-    default_glue_root,
-    default_model_path,
-    eval_subset,
-    run_one,
-    step_progress,
-)
+from ..lora.finetune import FinetuneConfig, default_glue_root, default_model_path, eval_subset, run_each
 from ..lora.glue import get_task
 from ..lora.study import run_study, study_results, study_splits, zero_training_reference
 from ._common import fmt, fmt_diff, subplots
@@ -83,11 +75,7 @@ def few_shot_records(s: dict, seed: int, reference: bool = True, splits: tuple |
             records = run_study(cfg, folder, grid=s["grid"], n_holdout=s["holdout"], log=None)
         return [r for r in records if r.get("phase") == "final"], ref, what
     runs = [(n, sd, m) for n in cfg.n_train for sd in cfg.seeds for m in METHODS]
-    records = []
-    for n, sd, m in tqdm(runs, desc=f"{s['task']} runs", disable=not progress):
-        with step_progress(f"{m} n={n} seed={sd}", cfg.max_steps, progress) as on_step:
-            records.append(run_one(cfg, m, n, sd, train=pool, dev=evals, on_step=on_step))
-    return records, ref, what
+    return list(run_each(cfg, runs, pool, evals)), ref, what
 
 
 # ----------------------------------------------------------------------------- Fig. 6
