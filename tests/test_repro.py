@@ -141,6 +141,10 @@ def test_cli_list_run_and_errors(tmp_path, capsys):
     assert "reused" in capsys.readouterr().out
     assert main(["repro", "003-fig99", "--out", str(tmp_path)]) == 1
     assert "unknown figure id '003-fig99'" in capsys.readouterr().err
+    for bad, said in ((["--threads", "0"], "--threads must be an integer >= 1, got 0"),
+                      (["--seed", "-1"], "--seed must be an integer >= 0, got -1")):
+        assert main(["repro", "004-fig3", "--size", "test", "--out", str(tmp_path / "bad"), *bad]) == 1
+        assert said in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_004_fig10_non_whitened_data_keeps_the_bulk_approximately(tmp_path):

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``lowdim repro`` (returns the exit code)."""
     import torch
 
+    from .._validation import check_int
     from ._registry import get_figure, registry
     from ._report import write_report
     from ._runner import run_figure
@@ -81,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.ids == ["list"]:
         return _list(out)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    check_int("--seed", args.seed, 0)
+    if args.threads is not None:
+        torch.set_num_threads(check_int("--threads", args.threads, 1))
     if args.ids == ["all"]:
         ids = [i for i, fig in registry().items() if args.size in fig.sizes]
         skipped = sorted(set(registry()) - set(ids))
